@@ -1,0 +1,316 @@
+/**
+ * The configuration schema: the single source of truth for what `portcullis.yaml` may say.
+ * Types, defaults, validation and the published JSON Schema (`portcullis config schema`) all derive
+ * from it. Objects are strict: an unknown key is an error, never silently ignored.
+ */
+import { z } from 'zod';
+
+const DURATION_RE = /^(\d+)(ms|s|m|h|d)$/;
+const DURATION_UNITS_MS = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
+
+/** Parses `500ms`, `90s`, `10m`, `12h`, `7d` into milliseconds; returns undefined when malformed. */
+export function parseDuration(text: string): number | undefined {
+  const m = DURATION_RE.exec(text);
+  if (!m) return undefined;
+  const unit = m[2] as keyof typeof DURATION_UNITS_MS;
+  const value = Number(m[1]) * DURATION_UNITS_MS[unit];
+  return Number.isSafeInteger(value) ? value : undefined;
+}
+
+/** A duration written as `<integer><unit>` (ms, s, m, h, d); parsed into milliseconds. */
+export const duration = z
+  .string()
+  .regex(DURATION_RE, 'expected a duration such as 500ms, 90s, 10m, 12h or 7d')
+  .transform((text, ctx) => {
+    const ms = parseDuration(text);
+    if (ms === undefined) {
+      ctx.addIssue({ code: 'custom', message: `duration ${text} is too large` });
+      return z.NEVER;
+    }
+    return ms;
+  })
+  .meta({ description: 'Duration: an integer and a unit (ms, s, m, h, d), e.g. 90s, 10m, 12h' });
+
+const SIZE_RE = /^(\d+)(B|KB|KiB|MB|MiB|GB|GiB)?$/;
+const SIZE_UNITS = { B: 1, KB: 1e3, KiB: 1024, MB: 1e6, MiB: 1024 ** 2, GB: 1e9, GiB: 1024 ** 3 } as const;
+
+/** A byte size such as `64KiB`, `10MB` or `1048576`; parsed into bytes. */
+export const byteSize = z
+  .union([z.int().nonnegative(), z.string().regex(SIZE_RE, 'expected a size such as 16KiB, 10MB or 1GiB')])
+  .transform((v) => {
+    if (typeof v === 'number') return v;
+    const m = SIZE_RE.exec(v);
+    const unit = (m?.[2] ?? 'B') as keyof typeof SIZE_UNITS;
+    return Number(m?.[1] ?? 0) * SIZE_UNITS[unit];
+  })
+  .meta({ description: 'Byte size: an integer, optionally with a unit (B, KB, KiB, MB, MiB, GB, GiB)' });
+
+/** `host:port`, `[v6]:port` or `:port`. */
+export const listenAddress = z
+  .string()
+  .regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]*):\d{1,5}$/, 'expected host:port, e.g. 127.0.0.1:8080')
+  .refine((s) => {
+    const port = Number(s.slice(s.lastIndexOf(':') + 1));
+    return port >= 0 && port <= 65535;
+  }, 'port must be between 0 and 65535');
+
+const cidr = z
+  .string()
+  .regex(/^([0-9.]+|[0-9a-fA-F:]+)(\/\d{1,3})?$/, 'expected an IP address or CIDR, e.g. 10.0.0.0/8');
+
+const httpUrl = (what: string) =>
+  z.url({ protocol: /^https?$/, error: `expected an http:// or https:// URL for ${what}` });
+
+const redisUrl = z.string().regex(/^rediss?:\/\//, 'expected a redis:// or rediss:// URL');
+
+const identifier = z
+  .string()
+  .regex(/^[a-z0-9][a-z0-9_-]{0,62}$/, 'expected a lower-case id: letters, digits, - and _, at most 63 characters');
+
+/** Route host: an exact name or `*.suffix`, optionally with `:port`. Case-insensitive. */
+const routeHost = z
+  .string()
+  .regex(
+    /^(\*\.)?([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?(:\d{1,5})?$/,
+    'expected a host name such as app.example.com or *.example.com, optionally with :port',
+  );
+
+/** A path prefix, matched on whole segments: `/`, `/api`, `/api/admin`. */
+const pathPrefix = z
+  .string()
+  .regex(/^\/([A-Za-z0-9._~!$&'()*+,=:@%-]+(\/[A-Za-z0-9._~!$&'()*+,=:@%-]+)*\/?)?$/, 'expected a path prefix such as / or /api/admin')
+  .refine((p) => !p.split('/').some((s) => s === '.' || s === '..'), 'a path prefix may not contain . or .. segments');
+
+const httpMethod = z
+  .string()
+  .regex(/^[A-Z]+$/, 'expected an upper-case HTTP method such as GET or POST');
+
+const mfaFactor = z.enum(['webauthn', 'totp']);
+
+const allow = z
+  .strictObject({
+    groups: z.array(z.string().min(1)).default([]),
+    users: z.array(z.string().min(1)).default([]),
+  })
+  .meta({ description: 'Who may pass: any one listed group or user grants access' });
+
+const mfaRequirement = z.strictObject({
+  factors: z.array(mfaFactor).min(1).default(['webauthn', 'totp']),
+  max_age: duration.meta({ description: 'How long a second-factor check stays fresh' }),
+});
+
+const rule = z.strictObject({
+  path: pathPrefix.default('/'),
+  methods: z.array(httpMethod).min(1).optional(),
+  allow: allow.optional(),
+  mfa: mfaRequirement.optional(),
+});
+
+const routeTimeouts = z.strictObject({
+  connect: duration.optional(),
+  response: duration.optional(),
+});
+
+const route = z
+  .strictObject({
+    id: identifier,
+    host: routeHost,
+    path: pathPrefix.default('/'),
+    methods: z.array(httpMethod).min(1).optional(),
+    upstream: httpUrl('the upstream'),
+    websocket: z.boolean().default(false),
+    public: z.boolean().default(false),
+    preserve_host: z
+      .boolean()
+      .default(false)
+      .meta({ description: 'Send the client Host header upstream instead of the upstream URL host' }),
+    allow: allow.optional(),
+    mfa: mfaRequirement.optional(),
+    audit: z.strictObject({ strict: z.boolean().default(false) }).prefault({}),
+    timeouts: routeTimeouts.optional(),
+    rules: z.array(rule).default([]),
+  })
+  .superRefine((r, ctx) => {
+    if (r.public && (r.allow !== undefined || r.mfa !== undefined || r.rules.length > 0)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['public'],
+        message: 'a public route cannot also have allow, mfa or rules; remove public: true or the policy',
+      });
+    }
+  });
+
+const database = z.strictObject({
+  id: identifier,
+  type: z.literal('postgres'),
+  listen: listenAddress,
+  upstream: z.strictObject({
+    host: z.string().min(1),
+    port: z.int().min(1).max(65535).default(5432),
+    database: z.string().min(1),
+    user: z.string().min(1),
+    password: z.string().default(''),
+  }),
+  allow: allow.optional(),
+  mfa: mfaRequirement.optional(),
+});
+
+const localProvider = z.strictObject({
+  id: identifier,
+  type: z.literal('local'),
+  users_file: z.string().min(1).default('config/users.yaml'),
+});
+
+const oidcProvider = z.strictObject({
+  id: identifier,
+  type: z.literal('oidc'),
+  issuer: httpUrl('the issuer'),
+  client_id: z.string().min(1),
+  client_secret: z.string().optional(),
+  scopes: z.array(z.string().min(1)).default(['openid', 'email', 'profile']),
+  claims: z
+    .strictObject({ user: z.string().default('email'), groups: z.string().default('groups') })
+    .prefault({}),
+});
+
+const bearerIssuer = z.strictObject({
+  issuer: httpUrl('the issuer'),
+  audience: z.string().min(1),
+  jwks_uri: httpUrl('jwks_uri').optional(),
+  algorithms: z.array(z.enum(['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'])).optional(),
+});
+
+const server = z.strictObject({
+  listen: listenAddress.default('127.0.0.1:8080'),
+  public_url: httpUrl('public_url').default('http://localhost:8080'),
+  admin_listen: listenAddress.default('127.0.0.1:9090'),
+  tls: z.strictObject({ cert: z.string().min(1), key: z.string().min(1) }).optional(),
+  trusted_proxies: z.array(cidr).default([]),
+  instance_id: z
+    .string()
+    .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/, 'expected an instance id: letters, digits, ., - and _')
+    .optional()
+    .meta({ description: 'Names this instance audit log; defaults to the host name' }),
+  limits: z
+    .strictObject({
+      max_body: byteSize.prefault('100MiB'),
+      max_header: byteSize.prefault('16KiB'),
+    })
+    .prefault({}),
+  timeouts: z
+    .strictObject({
+      upstream_connect: duration.prefault('5s'),
+      upstream_response: duration.prefault('60s'),
+      request_headers: duration.prefault('30s'),
+      keep_alive: duration.prefault('5s'),
+      shutdown_grace: duration.prefault('30s'),
+    })
+    .prefault({}),
+});
+
+const store = z.strictObject({
+  type: z.enum(['memory', 'redis']).default('memory'),
+  redis: z
+    .strictObject({ url: redisUrl.default('redis://127.0.0.1:6379/0'), key_prefix: z.string().default('portcullis:') })
+    .optional(),
+});
+
+const identity = z.strictObject({
+  providers: z
+    .array(z.discriminatedUnion('type', [localProvider, oidcProvider]))
+    .default([{ id: 'local', type: 'local', users_file: 'config/users.yaml' }]),
+  bearer: z.array(bearerIssuer).default([]),
+  session: z
+    .strictObject({ idle_timeout: duration.prefault('1h'), max_lifetime: duration.prefault('12h') })
+    .prefault({}),
+});
+
+const mfa = z.strictObject({
+  webauthn: z
+    .strictObject({
+      rp_name: z.string().default('Portcullis'),
+      user_verification: z.enum(['required', 'preferred', 'discouraged']).default('preferred'),
+    })
+    .prefault({}),
+  totp: z.strictObject({ issuer: z.string().default('Portcullis') }).prefault({}),
+  enroll_within: duration.prefault('5m'),
+});
+
+const auditSink = z.discriminatedUnion('type', [
+  z.strictObject({ type: z.literal('file'), dir: z.string().min(1).default('data/audit') }),
+  z.strictObject({
+    type: z.literal('redis'),
+    url: redisUrl.default('redis://127.0.0.1:6379/0'),
+    stream: z.string().min(1).default('portcullis:audit'),
+  }),
+]);
+
+const audit = z.strictObject({
+  sink: auditSink.prefault({ type: 'file' }),
+  on_failure: z.enum(['spool', 'reject']).default('spool'),
+  spool_dir: z.string().min(1).default('data/spool'),
+  redact: z
+    .strictObject({
+      query_params: z.array(z.string()).default(['token', 'password', 'code', 'access_token', 'id_token', 'state']),
+      headers: z.array(z.string()).default(['authorization', 'cookie', 'proxy-authorization']),
+    })
+    .prefault({}),
+  seal: z
+    .strictObject({
+      every: duration.prefault('10s'),
+      max_records: z.int().positive().default(1000),
+      key_file: z.string().min(1).default('data/seal.key'),
+      origin: z.string().min(1).default('portcullis.example/audit'),
+      witness_dir: z.string().min(1).default('data/checkpoints'),
+    })
+    .prefault({}),
+});
+
+/** The whole configuration file. */
+export const configSchema = z
+  .strictObject({
+    server: server.prefault({}),
+    store: store.prefault({}),
+    identity: identity.prefault({}),
+    mfa: mfa.prefault({}),
+    audit: audit.prefault({}),
+    routes: z.array(route).default([]),
+    databases: z.array(database).default([]),
+  })
+  .superRefine((c, ctx) => {
+    const seen = new Map<string, number>();
+    c.routes.forEach((r, i) => {
+      if (seen.has(r.id)) {
+        ctx.addIssue({ code: 'custom', path: ['routes', i, 'id'], message: `route id "${r.id}" is already used by routes[${seen.get(r.id) ?? 0}]` });
+      } else seen.set(r.id, i);
+    });
+    const dbSeen = new Map<string, number>();
+    c.databases.forEach((d, i) => {
+      if (dbSeen.has(d.id)) {
+        ctx.addIssue({ code: 'custom', path: ['databases', i, 'id'], message: `database id "${d.id}" is already used by databases[${dbSeen.get(d.id) ?? 0}]` });
+      } else dbSeen.set(d.id, i);
+    });
+    const providerSeen = new Set<string>();
+    c.identity.providers.forEach((p, i) => {
+      if (providerSeen.has(p.id)) {
+        ctx.addIssue({ code: 'custom', path: ['identity', 'providers', i, 'id'], message: `provider id "${p.id}" is used twice` });
+      }
+      providerSeen.add(p.id);
+    });
+    if (c.store.type === 'redis' && c.store.redis === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['store'], message: 'store.type redis needs store.redis.url' });
+    }
+  });
+
+/** The validated, defaulted configuration. */
+export type Config = z.output<typeof configSchema>;
+/** One route as configured. */
+export type RouteConfig = Config['routes'][number];
+/** One rule inside a route. */
+export type RuleConfig = RouteConfig['rules'][number];
+/** An `allow` block. */
+export type AllowConfig = z.output<typeof allow>;
+/** An `mfa` requirement. */
+export type MfaRequirementConfig = z.output<typeof mfaRequirement>;
+/** One database as configured. */
+export type DatabaseConfig = Config['databases'][number];

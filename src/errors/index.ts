@@ -1,0 +1,2 @@
+export { ERRORS, type ErrorCode } from './catalog.js';
+export { GatewayError, isGatewayError } from './gateway-error.js';

@@ -17,10 +17,39 @@ export function parseDuration(text: string): number | undefined {
   return Number.isSafeInteger(value) ? value : undefined;
 }
 
+/**
+ * Cross-field checks run even when other fields already failed, so every error in a file is reported
+ * at once. Their input may therefore be partly invalid: they take `unknown` and check shapes first.
+ */
+const EVEN_WITH_OTHER_ERRORS = { when: (payload: { value: unknown }) => isRecord(payload.value) };
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function idOf(list: unknown, i: number): string {
+  const item: unknown = Array.isArray(list) ? list[i] : undefined;
+  return isRecord(item) && typeof item.id === 'string' ? item.id : '';
+}
+
+/** Yields `[index, index of the first item with the same id]` for each repeated string `id` in a list. */
+function* duplicateIds(list: unknown): Generator<[number, number]> {
+  if (!Array.isArray(list)) return;
+  const seen = new Map<string, number>();
+  for (let i = 0; i < list.length; i++) {
+    const id = idOf(list, i);
+    if (id === '') continue;
+    const first = seen.get(id);
+    if (first === undefined) seen.set(id, i);
+    else yield [i, first];
+  }
+}
+
 /** A duration written as `<integer><unit>` (ms, s, m, h, d); parsed into milliseconds. */
+const DURATION_MESSAGE = 'expected a duration such as 500ms, 90s, 10m, 12h or 7d';
 export const duration = z
-  .string()
-  .regex(DURATION_RE, 'expected a duration such as 500ms, 90s, 10m, 12h or 7d')
+  .string({ error: `${DURATION_MESSAGE} (a number needs a unit)` })
+  .regex(DURATION_RE, DURATION_MESSAGE)
   .transform((text, ctx) => {
     const ms = parseDuration(text);
     if (ms === undefined) {
@@ -50,8 +79,9 @@ export const listenAddress = z
   .string()
   .regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]*):\d{1,5}$/, 'expected host:port, e.g. 127.0.0.1:8080')
   .refine((s) => {
-    const port = Number(s.slice(s.lastIndexOf(':') + 1));
-    return port >= 0 && port <= 65535;
+    // Only judges the port when the format matched; a malformed address already has its own error.
+    const port = /:(\d{1,5})$/.exec(s)?.[1];
+    return port === undefined || Number(port) <= 65535;
   }, 'port must be between 0 and 65535');
 
 const cidr = z
@@ -130,15 +160,17 @@ const route = z
     timeouts: routeTimeouts.optional(),
     rules: z.array(rule).default([]),
   })
-  .superRefine((r, ctx) => {
-    if (r.public && (r.allow !== undefined || r.mfa !== undefined || r.rules.length > 0)) {
+  .superRefine((r: unknown, ctx) => {
+    if (!isRecord(r) || r.public !== true) return;
+    const hasRules = Array.isArray(r.rules) && r.rules.length > 0;
+    if (r.allow !== undefined || r.mfa !== undefined || hasRules) {
       ctx.addIssue({
         code: 'custom',
         path: ['public'],
         message: 'a public route cannot also have allow, mfa or rules; remove public: true or the policy',
       });
     }
-  });
+  }, EVEN_WITH_OTHER_ERRORS);
 
 const database = z.strictObject({
   id: identifier,
@@ -190,7 +222,7 @@ const server = z.strictObject({
     .string()
     .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/, 'expected an instance id: letters, digits, ., - and _')
     .optional()
-    .meta({ description: 'Names this instance audit log; defaults to the host name' }),
+    .meta({ description: "Names this instance's audit log; defaults to the host name" }),
   limits: z
     .strictObject({
       max_body: byteSize.prefault('100MiB'),
@@ -277,30 +309,25 @@ export const configSchema = z
     routes: z.array(route).default([]),
     databases: z.array(database).default([]),
   })
-  .superRefine((c, ctx) => {
-    const seen = new Map<string, number>();
-    c.routes.forEach((r, i) => {
-      if (seen.has(r.id)) {
-        ctx.addIssue({ code: 'custom', path: ['routes', i, 'id'], message: `route id "${r.id}" is already used by routes[${seen.get(r.id) ?? 0}]` });
-      } else seen.set(r.id, i);
-    });
-    const dbSeen = new Map<string, number>();
-    c.databases.forEach((d, i) => {
-      if (dbSeen.has(d.id)) {
-        ctx.addIssue({ code: 'custom', path: ['databases', i, 'id'], message: `database id "${d.id}" is already used by databases[${dbSeen.get(d.id) ?? 0}]` });
-      } else dbSeen.set(d.id, i);
-    });
-    const providerSeen = new Set<string>();
-    c.identity.providers.forEach((p, i) => {
-      if (providerSeen.has(p.id)) {
-        ctx.addIssue({ code: 'custom', path: ['identity', 'providers', i, 'id'], message: `provider id "${p.id}" is used twice` });
-      }
-      providerSeen.add(p.id);
-    });
-    if (c.store.type === 'redis' && c.store.redis === undefined) {
-      ctx.addIssue({ code: 'custom', path: ['store'], message: 'store.type redis needs store.redis.url' });
+  .superRefine((c: unknown, ctx) => {
+    if (!isRecord(c)) return;
+    const addIssue = (path: PropertyKey[], message: string) => {
+      ctx.addIssue({ code: 'custom', path, message });
+    };
+    for (const [i, first] of duplicateIds(c.routes)) {
+      addIssue(['routes', i, 'id'], `route id "${idOf(c.routes, i)}" is already used by routes[${first}]`);
     }
-  });
+    for (const [i, first] of duplicateIds(c.databases)) {
+      addIssue(['databases', i, 'id'], `database id "${idOf(c.databases, i)}" is already used by databases[${first}]`);
+    }
+    const providers = isRecord(c.identity) ? c.identity.providers : undefined;
+    for (const [i, first] of duplicateIds(providers)) {
+      addIssue(['identity', 'providers', i, 'id'], `provider id "${idOf(providers, i)}" is already used by identity.providers[${first}]`);
+    }
+    if (isRecord(c.store) && c.store.type === 'redis' && c.store.redis === undefined) {
+      addIssue(['store', 'type'], 'redis needs a store.redis block, e.g. redis: {url: redis://127.0.0.1:6379/0}');
+    }
+  }, EVEN_WITH_OTHER_ERRORS);
 
 /** The validated, defaulted configuration. */
 export type Config = z.output<typeof configSchema>;

@@ -1,0 +1,203 @@
+/**
+ * The composition root: builds every module and adapter from a config and wires them together.
+ * No process side effects here (signals, exit, argv live in main.ts), so tests build the same graph.
+ */
+import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import http from 'node:http';
+import https from 'node:https';
+import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
+import type { Logger } from 'pino';
+import { formatIssues, loadConfigFile, type Config } from './config/index.js';
+import { createAdminServer, type ReadinessCheck } from './metrics/admin-server.js';
+import { createChannels, subscribeMetrics } from './metrics/events.js';
+import { createMetrics, type Metrics } from './metrics/metrics.js';
+import { createPipeline, type Authenticator, type GatewayEndpointHandler } from './proxy/pipeline.js';
+import { createPoolRegistry, createSnapshot, type Snapshot } from './proxy/snapshot.js';
+import { errorResponse } from './web/error-response.js';
+
+/** Everything the app needs from outside. */
+export interface AppOptions {
+  readonly config: Readonly<Config>;
+  /** The file the config came from; reloads read it again. */
+  readonly configFile?: string;
+  readonly logger: Logger;
+  readonly env?: Readonly<Record<string, string | undefined>>;
+  /** Epoch milliseconds; injectable for tests. */
+  readonly now?: () => number;
+  readonly authenticator?: Authenticator;
+  /** Collect prom-client's default process metrics (off in tests that build many apps). */
+  readonly defaultMetrics?: boolean;
+}
+
+/** The addresses the app listens on once started. */
+export interface AppAddresses {
+  readonly public: AddressInfo;
+  readonly admin: AddressInfo;
+}
+
+/** A running (or runnable) gateway. */
+export interface App {
+  readonly metrics: Metrics;
+  /** The snapshot new requests get. */
+  snapshot(): Snapshot;
+  start(): Promise<AppAddresses>;
+  /** Re-reads the config file; an invalid file is refused and the old config keeps serving. */
+  reload(): Promise<boolean>;
+  /** Swaps in an already validated config. */
+  applyConfig(config: Readonly<Config>): void;
+  /** Stops accepting, lets in-flight requests finish up to the grace period, then closes everything. */
+  stop(graceMs?: number): Promise<void>;
+}
+
+/** Splits `host:port` / `[v6]:port` / `:port`. */
+export function parseListen(listen: string): { host: string | undefined; port: number } {
+  const idx = listen.lastIndexOf(':');
+  let host = listen.slice(0, idx);
+  if (host.startsWith('[') && host.endsWith(']')) host = host.slice(1, -1);
+  return { host: host === '' ? undefined : host, port: Number(listen.slice(idx + 1)) };
+}
+
+/** The readiness of a gateway with no external dependencies beyond its config. */
+const noAuthenticator: Authenticator = { authenticate: () => undefined };
+
+/** Builds the gateway. */
+export function createApp(opts: AppOptions): App {
+  const logger = opts.logger;
+  const now = opts.now ?? Date.now;
+  const metrics = createMetrics({ defaultMetrics: opts.defaultMetrics ?? true });
+  const channels = createChannels(randomBytes(6).toString('hex'));
+  const unsubscribe = subscribeMetrics(channels, metrics);
+  const pools = createPoolRegistry();
+  let version = 1;
+  let current = createSnapshot(opts.config, version, pools);
+  const inFlight = new Set<Promise<unknown>>();
+  const upgradedSockets = new Set<Duplex>();
+  let draining = false;
+  let started = false;
+
+  const endpoints: GatewayEndpointHandler = (_req, res, ctx) => {
+    // The gateway's own pages and APIs are added by the identity, MFA and audit modules; anything
+    // else under the reserved prefix is a 404 from the gateway, never proxied.
+    const r = errorResponse('GW_ERR_ROUTE_NOT_FOUND', { html: ctx.html, requestId: ctx.id });
+    res.writeHead(r.status, { ...r.headers, 'x-portcullis-request-id': ctx.id }).end(r.body);
+  };
+
+  const pipeline = createPipeline({
+    snapshot: () => current,
+    authenticator: opts.authenticator ?? noAuthenticator,
+    endpoints,
+    channels,
+    logger,
+    now,
+    track: (work) => {
+      inFlight.add(work);
+      void work.finally(() => inFlight.delete(work));
+      return work;
+    },
+    draining: () => draining,
+  });
+
+  const cfg = opts.config.server;
+  const serverOptions: http.ServerOptions = {
+    maxHeaderSize: cfg.limits.max_header,
+    requestTimeout: 0,
+    headersTimeout: cfg.timeouts.request_headers,
+    keepAliveTimeout: cfg.timeouts.keep_alive,
+    requireHostHeader: true,
+    joinDuplicateHeaders: false,
+  };
+  const server =
+    cfg.tls === undefined
+      ? http.createServer(serverOptions)
+      : https.createServer({ ...serverOptions, cert: readFileSync(cfg.tls.cert), key: readFileSync(cfg.tls.key) });
+  server.on('request', pipeline.handleRequest);
+  server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
+    upgradedSockets.add(socket);
+    socket.once('close', () => upgradedSockets.delete(socket));
+    pipeline.handleUpgrade(req, socket, head);
+  });
+  server.on('clientError', (err: Error & { code?: string }, socket: Duplex) => {
+    if (!socket.writable) {
+      socket.destroy();
+      return;
+    }
+    const code = err.code === 'HPE_HEADER_OVERFLOW' ? 'GW_ERR_REQUEST_HEADERS_TOO_LARGE' : 'GW_ERR_REQUEST_HEADERS';
+    const r = errorResponse(code, { html: false, requestId: '-' });
+    const reason = http.STATUS_CODES[r.status] ?? 'Bad Request';
+    socket.end(`HTTP/1.1 ${r.status} ${reason}\r\ncontent-type: ${r.headers['content-type'] ?? 'application/json'}\r\ncontent-length: ${Buffer.byteLength(r.body)}\r\nconnection: close\r\n\r\n${r.body}`);
+    if (channels.requestEnd.hasSubscribers) {
+      channels.requestEnd.publish({ route: 'none', method: 'OTHER', status: r.status, decision: 'error', durationSeconds: 0, upstreamSeconds: undefined });
+    }
+  });
+
+  const readiness: ReadinessCheck[] = [{ name: 'config', check: () => started && !draining }];
+  const admin = createAdminServer(metrics.registry, () => readiness);
+
+  function listen(srv: http.Server, address: string): Promise<AddressInfo> {
+    const { host, port } = parseListen(address);
+    return new Promise((resolve, reject) => {
+      srv.once('error', reject);
+      srv.listen({ host, port }, () => {
+        srv.off('error', reject);
+        resolve(srv.address() as AddressInfo);
+      });
+    });
+  }
+
+  function applyConfig(config: Readonly<Config>): void {
+    const old = current;
+    if (config.server.listen !== old.config.server.listen || config.server.admin_listen !== old.config.server.admin_listen) {
+      logger.warn('server.listen / server.admin_listen changes take effect only after a restart');
+    }
+    version += 1;
+    current = createSnapshot(config, version, pools);
+    // Pools the new snapshot no longer uses close once their in-flight requests finish.
+    void pools.retainOnly([current]).catch((err: unknown) => {
+      logger.warn({ err }, 'closing unused upstream pools failed');
+    });
+    logger.info({ version, routes: config.routes.length }, 'configuration applied');
+  }
+
+  return {
+    metrics,
+    snapshot: () => current,
+    async start() {
+      const [pub, adm] = await Promise.all([listen(server, cfg.listen), listen(admin, cfg.admin_listen)]);
+      started = true;
+      return { public: pub, admin: adm };
+    },
+    async reload() {
+      if (opts.configFile === undefined) return false;
+      const result = await loadConfigFile(opts.configFile, opts.env ?? process.env);
+      if (!result.ok) {
+        logger.error({ issues: formatIssues(result.issues).split('\n') }, 'configuration reload refused; the previous configuration keeps serving');
+        channels.configReload.publish({ result: 'failure' });
+        return false;
+      }
+      applyConfig(result.config);
+      channels.configReload.publish({ result: 'success' });
+      return true;
+    },
+    applyConfig,
+    async stop(graceMs = current.config.server.timeouts.shutdown_grace) {
+      draining = true;
+      const closed = Promise.all([
+        new Promise<void>((resolve) => server.close(() => resolve())),
+        new Promise<void>((resolve) => admin.close(() => resolve())),
+      ]);
+      server.closeIdleConnections();
+      admin.closeIdleConnections();
+      // WebSockets have no natural end; they are closed now, and their clients reconnect elsewhere.
+      for (const s of upgradedSockets) s.destroy();
+      const deadline = new Promise<void>((resolve) => setTimeout(resolve, graceMs).unref());
+      await Promise.race([Promise.allSettled([...inFlight]).then(() => undefined), deadline]);
+      server.closeAllConnections();
+      admin.closeAllConnections();
+      await closed;
+      await pools.closeAll();
+      unsubscribe();
+    },
+  };
+}

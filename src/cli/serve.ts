@@ -1,0 +1,102 @@
+/**
+ * `portcullis serve [--config FILE] [--echo HOST:PORT]`: runs the gateway until SIGTERM/SIGINT.
+ * Reloads the config on SIGHUP and whenever the file changes.
+ */
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { parseArgs } from 'node:util';
+import { pino, type Logger } from 'pino';
+import { createApp, parseListen } from '../app.js';
+import { formatIssues, loadConfigFile, watchConfigFile } from '../config/index.js';
+import { createEchoServer } from '../demo/echo-server.js';
+import type { CliIo } from './io.js';
+
+const USAGE = `Usage: portcullis serve [--config FILE] [--echo HOST:PORT]
+
+Runs the gateway. FILE defaults to $PORTCULLIS_CONFIG, else config/portcullis.yaml.
+  --config FILE     the YAML configuration
+  --echo HOST:PORT  also start the built-in echo upstream (the demo) on this address
+  --log-level LVL   trace, debug, info (default), warn, error
+Signals: SIGHUP reloads the config; SIGTERM/SIGINT drain in-flight requests and exit 0.
+`;
+
+/** Creates the process's one pino root logger, redacting credentials. */
+export function createRootLogger(level: string): Logger {
+  return pino({
+    level,
+    base: { service: 'portcullis' },
+    redact: {
+      paths: ['req.headers.authorization', 'req.headers.cookie', 'headers.authorization', 'headers.cookie', '*.password', '*.client_secret', '*.token'],
+      censor: '[REDACTED]',
+    },
+  });
+}
+
+function listenOn(server: Server, address: string): Promise<AddressInfo> {
+  const { host, port } = parseListen(address);
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen({ host, port }, () => resolve(server.address() as AddressInfo));
+  });
+}
+
+/** Runs the serve command; resolves with the exit code once the gateway has shut down. */
+export async function runServe(args: readonly string[], io: CliIo): Promise<number> {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: [...args],
+      options: { config: { type: 'string' }, echo: { type: 'string' }, 'log-level': { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+      strict: true,
+    }));
+  } catch (err) {
+    io.stderr(`${err instanceof Error ? err.message : String(err)}\n${USAGE}`);
+    return 2;
+  }
+  if (values.help === true) {
+    io.stdout(USAGE);
+    return 0;
+  }
+  const file = values.config ?? io.env.PORTCULLIS_CONFIG ?? 'config/portcullis.yaml';
+  const loaded = await loadConfigFile(file, io.env);
+  if (!loaded.ok) {
+    io.stderr(`${formatIssues(loaded.issues)}\n`);
+    return 1;
+  }
+  const logger = createRootLogger(values['log-level'] ?? io.env.PORTCULLIS_LOG_LEVEL ?? 'info');
+
+  const echo = values.echo === undefined ? undefined : createEchoServer();
+  if (echo !== undefined && values.echo !== undefined) {
+    const addr = await listenOn(echo, values.echo);
+    logger.info({ address: `${addr.address}:${addr.port}` }, 'demo echo upstream listening');
+  }
+
+  const app = createApp({ config: loaded.config, configFile: file, logger, env: io.env });
+  const addresses = await app.start();
+  logger.info(
+    { listen: `${addresses.public.address}:${addresses.public.port}`, admin: `${addresses.admin.address}:${addresses.admin.port}`, routes: loaded.config.routes.length },
+    'portcullis is serving',
+  );
+  io.stdout(`portcullis listening on ${loaded.config.server.public_url} (bound ${addresses.public.address}:${addresses.public.port}); admin on ${addresses.admin.address}:${addresses.admin.port}\n`);
+
+  const reload = () => {
+    void app.reload();
+  };
+  const watcher = watchConfigFile(file, reload);
+  process.on('SIGHUP', reload);
+
+  await new Promise<void>((resolve) => {
+    const stop = (signal: string) => {
+      logger.info({ signal }, 'shutting down: draining in-flight requests');
+      resolve();
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
+  process.off('SIGHUP', reload);
+  watcher.close();
+  await app.stop();
+  if (echo !== undefined) await new Promise<void>((resolve) => echo.close(() => resolve()));
+  logger.info('stopped');
+  return 0;
+}

@@ -1,0 +1,1 @@
+export type { Identity, MfaCheck } from './identity.js';

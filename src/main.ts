@@ -1,0 +1,52 @@
+/**
+ * Process entry: dispatches the command line. The only module with process-wide side effects
+ * (signals are installed by the serve command it calls).
+ */
+import { hostname } from 'node:os';
+import type { CliIo } from './cli/io.js';
+import { runConfigCheck } from './cli/config-check.js';
+import { runConfigSchema } from './cli/config-schema.js';
+import { runEcho } from './cli/echo.js';
+import { runServe } from './cli/serve.js';
+
+const USAGE = `Usage: portcullis <command> [options]
+
+Commands:
+  serve [--config FILE]        run the gateway (default FILE: $PORTCULLIS_CONFIG, else config/portcullis.yaml)
+  config check FILE            validate a configuration file; prints "ok: N routes, M databases"
+  config schema                print the configuration's JSON Schema
+  echo [--listen HOST:PORT]    run the demo echo upstream
+
+Every command accepts --help.
+`;
+
+type Command = (args: readonly string[], io: CliIo) => Promise<number>;
+
+const COMMANDS: Readonly<Record<string, Command>> = {
+  serve: runServe,
+  'config check': runConfigCheck,
+  'config schema': runConfigSchema,
+  echo: runEcho,
+};
+
+/** Runs the command line `argv` (without node and script); resolves with the exit code. */
+export async function main(argv: readonly string[], io?: CliIo): Promise<number> {
+  const cliIo: CliIo = io ?? {
+    stdout: (t) => process.stdout.write(t),
+    stderr: (t) => process.stderr.write(t),
+    // HOSTNAME is exported by Docker and Kubernetes but not by every shell; `${HOSTNAME}` is the
+    // documented default for server.instance_id, so it is always defined.
+    env: { HOSTNAME: hostname(), ...process.env },
+  };
+  const [first, second, ...rest] = argv;
+  if (first === undefined || first === '--help' || first === '-h' || first === 'help') {
+    cliIo.stdout(USAGE);
+    return first === undefined ? 2 : 0;
+  }
+  const two = second === undefined ? undefined : COMMANDS[`${first} ${second}`];
+  if (two !== undefined) return two(rest, cliIo);
+  const one = COMMANDS[first];
+  if (one !== undefined) return one(argv.slice(1), cliIo);
+  cliIo.stderr(`unknown command: ${argv.join(' ')}\n\n${USAGE}`);
+  return 2;
+}

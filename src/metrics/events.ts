@@ -1,0 +1,77 @@
+/**
+ * The gateway core publishes what happened on `node:diagnostics_channel` channels; the metrics module
+ * subscribes. The core never imports prom-client, and a channel with no subscriber costs nothing.
+ */
+import diagnostics from 'node:diagnostics_channel';
+import type { Metrics } from './metrics.js';
+
+/** Published once per HTTP request when its response ends (or the client goes away). */
+export interface RequestEndEvent {
+  readonly route: string;
+  readonly method: string;
+  readonly status: number;
+  readonly decision: string;
+  readonly durationSeconds: number;
+  readonly upstreamSeconds: number | undefined;
+}
+/** Published when an upstream fails. */
+export interface UpstreamErrorEvent {
+  readonly route: string;
+  readonly kind: 'connect' | 'timeout' | 'reset' | 'protocol';
+}
+/** Published when a proxied WebSocket opens (+1) or closes (-1). */
+export interface WebSocketEvent {
+  readonly route: string;
+  readonly delta: 1 | -1;
+}
+/** Published after each config reload attempt. */
+export interface ConfigReloadEvent {
+  readonly result: 'success' | 'failure';
+}
+
+/** The channels, created once per app so that separate apps in one process do not cross-talk. */
+export function createChannels(appId: string) {
+  return {
+    requestEnd: diagnostics.channel(`portcullis:${appId}:request:end`),
+    upstreamError: diagnostics.channel(`portcullis:${appId}:upstream:error`),
+    websocket: diagnostics.channel(`portcullis:${appId}:websocket`),
+    configReload: diagnostics.channel(`portcullis:${appId}:config:reload`),
+  };
+}
+/** The app's channels. */
+export type Channels = ReturnType<typeof createChannels>;
+
+const KNOWN_METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS', 'CONNECT', 'TRACE']);
+
+/** Turns channel events into metric updates; returns a function that unsubscribes. */
+export function subscribeMetrics(channels: Channels, metrics: Metrics): () => void {
+  const onRequestEnd = (msg: unknown) => {
+    const e = msg as RequestEndEvent;
+    const method = KNOWN_METHODS.has(e.method) ? e.method : 'OTHER';
+    metrics.requestsTotal.labels(e.route, method, String(e.status), e.decision).inc();
+    metrics.requestDuration.labels(e.route).observe(e.durationSeconds);
+    if (e.upstreamSeconds !== undefined) metrics.upstreamDuration.labels(e.route).observe(e.upstreamSeconds);
+  };
+  const onUpstreamError = (msg: unknown) => {
+    const e = msg as UpstreamErrorEvent;
+    metrics.upstreamErrors.labels(e.route, e.kind).inc();
+  };
+  const onWebSocket = (msg: unknown) => {
+    const e = msg as WebSocketEvent;
+    metrics.websocketsActive.labels(e.route).inc(e.delta);
+  };
+  const onConfigReload = (msg: unknown) => {
+    const e = msg as ConfigReloadEvent;
+    metrics.configReloads.labels(e.result).inc();
+  };
+  const subscriptions: [diagnostics.Channel, (msg: unknown) => void][] = [
+    [channels.requestEnd, onRequestEnd],
+    [channels.upstreamError, onUpstreamError],
+    [channels.websocket, onWebSocket],
+    [channels.configReload, onConfigReload],
+  ];
+  for (const [ch, fn] of subscriptions) diagnostics.subscribe(ch.name, fn);
+  return () => {
+    for (const [ch, fn] of subscriptions) diagnostics.unsubscribe(ch.name, fn);
+  };
+}

@@ -1,0 +1,1 @@
+export { evaluatePolicy, type Decision, type PolicyTarget } from './evaluate.js';

@@ -1,0 +1,406 @@
+/**
+ * The request pipeline: the one place where the order of steps is written out, for HTTP requests and
+ * WebSocket upgrades alike.
+ *
+ *   check host → normalize target → reserved prefix → match route → authenticate → decide → forward
+ *
+ * Each step is a named function returning a value; a request's state is one RequestContext, and it
+ * keeps the config snapshot it started with even if a reload swaps in another one meanwhile.
+ */
+import { randomUUID } from 'node:crypto';
+import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
+import type { Logger } from 'pino';
+import type { ErrorCode } from '../errors/index.js';
+import type { Identity } from '../identity/index.js';
+import type { Channels } from '../metrics/events.js';
+import { evaluatePolicy, type Decision } from '../policy/index.js';
+import { normalizeTarget, type RouteMatch } from '../routing/index.js';
+import { errorResponse, redirectResponse, wantsHtml, type GatewayResponse } from '../web/error-response.js';
+import { buildUpstreamHeaders } from './headers.js';
+import { forwardHttp, type ForwardResult } from './http-forwarder.js';
+import { identityHeaders } from './identity-headers.js';
+import type { Snapshot } from './snapshot.js';
+import { forwardWebSocket } from './websocket-forwarder.js';
+
+/** The reserved prefix for the gateway's own pages and APIs; nothing under it is ever proxied. */
+export const RESERVED_SEGMENT = '.portcullis';
+
+/** The audit-style decision label of a request's outcome (SPEC §4). */
+export type DecisionLabel = 'allow' | 'deny' | 'step_up' | 'unauthenticated' | 'not_found' | 'error';
+
+/** Finds who is asking; returns undefined when the request carries no valid identity. */
+export interface Authenticator {
+  authenticate(req: IncomingMessage, snapshot: Snapshot): Promise<Identity | undefined> | Identity | undefined;
+}
+
+/** Serves the gateway's own endpoints under `/.portcullis/`. */
+export type GatewayEndpointHandler = (req: IncomingMessage, res: ServerResponse, ctx: RequestContext) => void | Promise<void>;
+
+/** Per-request state. */
+export interface RequestContext {
+  readonly id: string;
+  readonly startNs: bigint;
+  readonly snapshot: Snapshot;
+  readonly method: string;
+  readonly html: boolean;
+  readonly clientIp: string;
+  readonly peerTrusted: boolean;
+  /** The canonical path (what policy judged, what the upstream receives), once normalized. */
+  path: string | undefined;
+  query: string | undefined;
+  segments: readonly string[];
+  match: RouteMatch | undefined;
+  identity: Identity | undefined;
+  decision: Decision | undefined;
+}
+
+/** What the pipeline decided to do with a request. */
+export type Verdict =
+  | { readonly kind: 'respond'; readonly response: GatewayResponse; readonly label: DecisionLabel }
+  | { readonly kind: 'gateway-endpoint' }
+  | { readonly kind: 'forward'; readonly match: RouteMatch };
+
+/** What the pipeline needs from the app. */
+export interface PipelineDeps {
+  /** The current snapshot; read once per request. */
+  readonly snapshot: () => Snapshot;
+  readonly authenticator: Authenticator;
+  readonly endpoints: GatewayEndpointHandler;
+  readonly channels: Channels;
+  readonly logger: Logger;
+  readonly now: () => number;
+  /** Tracks in-flight work so shutdown can wait for it. */
+  readonly track: <T>(work: Promise<T>) => Promise<T>;
+  /** Whether the gateway is draining for shutdown (responses then carry Connection: close). */
+  readonly draining: () => boolean;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Steps (each returns a value; the first one that produces a response ends the pipeline)
+// ---------------------------------------------------------------------------------------------
+
+function fail(ctx: RequestContext, code: ErrorCode, label: DecisionLabel, extra?: { routeId?: string; message?: string; headers?: Record<string, string> }): Verdict {
+  const opts = {
+    html: ctx.html,
+    requestId: ctx.id,
+    ...(extra?.routeId === undefined ? {} : { routeId: extra.routeId }),
+    ...(extra?.message === undefined ? {} : { message: extra.message }),
+    ...(extra?.headers === undefined ? {} : { extraHeaders: extra.headers }),
+  };
+  return { kind: 'respond', response: errorResponse(code, opts), label };
+}
+
+/** Step 1: exactly one Host header. */
+function checkHostHeader(req: IncomingMessage): string | undefined {
+  let host: string | undefined;
+  const raw = req.rawHeaders;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i];
+    if (name !== undefined && name.length === 4 && name.toLowerCase() === 'host') {
+      if (host !== undefined) return undefined;
+      host = raw[i + 1];
+    }
+  }
+  return host;
+}
+
+/** Step 2: normalize the target once; the result is what policy judges and what is forwarded. */
+function normalizeStep(req: IncomingMessage, ctx: RequestContext): Verdict | undefined {
+  const host = checkHostHeader(req);
+  if (host === undefined) return fail(ctx, 'GW_ERR_REQUEST_HOST', 'error');
+  const t = normalizeTarget(req.url ?? '', host, ctx.snapshot.scheme);
+  if (!t.ok) return fail(ctx, t.code, 'error', { message: `${t.code === 'GW_ERR_REQUEST_HOST' ? 'Bad Host header' : 'Bad request target'} (${t.reason}).` });
+  ctx.path = t.path;
+  ctx.query = t.query;
+  ctx.segments = t.segments;
+  const match = ctx.snapshot.routes.match(t.host, t.segments, ctx.method);
+  ctx.match = match;
+  return undefined;
+}
+
+/** Step 3: the gateway's own endpoints are never proxied. */
+function reservedStep(ctx: RequestContext): Verdict | undefined {
+  return ctx.segments[0] === RESERVED_SEGMENT ? { kind: 'gateway-endpoint' } : undefined;
+}
+
+/** Step 4: some route must match. */
+function routeStep(ctx: RequestContext): Verdict | undefined {
+  return ctx.match === undefined ? fail(ctx, 'GW_ERR_ROUTE_NOT_FOUND', 'not_found') : undefined;
+}
+
+/** Step 6: policy decides; non-allow decisions become the SPEC §3 responses. */
+function decideStep(ctx: RequestContext, match: RouteMatch, now: number): Verdict {
+  const decision = evaluatePolicy(match, ctx.identity, now);
+  ctx.decision = decision;
+  const routeId = match.route.id;
+  switch (decision.effect) {
+    case 'allow':
+      return { kind: 'forward', match };
+    case 'deny':
+      return fail(ctx, 'GW_ERR_POLICY_DENIED', 'deny', { routeId });
+    case 'unauthenticated': {
+      if (ctx.html && ctx.method === 'GET') return { kind: 'respond', response: redirectResponse(loginRedirect(ctx)), label: 'unauthenticated' };
+      return fail(ctx, 'GW_ERR_AUTH_REQUIRED', 'unauthenticated', { headers: { 'www-authenticate': 'Bearer realm="portcullis"' } });
+    }
+    case 'step_up': {
+      if (ctx.html && ctx.method === 'GET') return { kind: 'respond', response: redirectResponse(`/.portcullis/mfa?rd=${encodeURIComponent(returnPath(ctx))}`), label: 'step_up' };
+      const maxAge = Math.floor(decision.requirement.max_age / 1000);
+      const description = `A ${decision.requirement.factors.join(' or ')} check within ${maxAge}s is required`;
+      return fail(ctx, 'GW_ERR_MFA_REQUIRED', 'step_up', {
+        headers: { 'www-authenticate': `Bearer error="insufficient_user_authentication", error_description="${description}", max_age=${maxAge}` },
+      });
+    }
+  }
+}
+
+function returnPath(ctx: RequestContext): string {
+  return (ctx.path ?? '/') + (ctx.query === undefined ? '' : `?${ctx.query}`);
+}
+
+function loginRedirect(ctx: RequestContext): string {
+  return `/.portcullis/login?rd=${encodeURIComponent(returnPath(ctx))}`;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+function contextFor(req: IncomingMessage, deps: PipelineDeps): RequestContext {
+  const snapshot = deps.snapshot();
+  const remote = req.socket.remoteAddress ?? '';
+  return {
+    id: randomUUID(),
+    startNs: process.hrtime.bigint(),
+    snapshot,
+    method: req.method ?? 'GET',
+    html: wantsHtml(req.headers.accept),
+    clientIp: snapshot.clientAddress(remote, req.headers['x-forwarded-for']),
+    peerTrusted: snapshot.isTrustedPeer(remote),
+    path: undefined,
+    query: undefined,
+    segments: [],
+    match: undefined,
+    identity: undefined,
+    decision: undefined,
+  };
+}
+
+/**
+ * Runs steps 1–6. Authentication (step 5) is the only asynchronous step; it runs only when a route
+ * matched and is not public.
+ */
+async function runSteps(req: IncomingMessage, ctx: RequestContext, deps: PipelineDeps): Promise<Verdict> {
+  const early = normalizeStep(req, ctx) ?? reservedStep(ctx) ?? routeStep(ctx);
+  if (early !== undefined) return early;
+  const match = ctx.match;
+  if (match === undefined) return fail(ctx, 'GW_ERR_ROUTE_NOT_FOUND', 'not_found');
+  if (!match.route.public) ctx.identity = await deps.authenticator.authenticate(req, ctx.snapshot);
+  return decideStep(ctx, match, deps.now());
+}
+
+function writeResponse(res: ServerResponse, response: GatewayResponse, requestId: string, close: boolean): void {
+  const headers: Record<string, string> = { ...response.headers, 'x-portcullis-request-id': requestId };
+  if (close) headers.connection = 'close';
+  res.writeHead(response.status, headers);
+  res.end(response.body);
+}
+
+function upstreamFailure(ctx: RequestContext, r: Extract<ForwardResult, { ok: false }>): Verdict {
+  if (r.kind === 'body-too-large') return fail(ctx, 'GW_ERR_REQUEST_BODY_TOO_LARGE', 'error');
+  if (r.kind === 'timeout') return fail(ctx, 'GW_ERR_UPSTREAM_TIMEOUT', 'error');
+  return fail(ctx, 'GW_ERR_UPSTREAM_UNAVAILABLE', 'error');
+}
+
+/** Creates the HTTP request and WebSocket upgrade handlers. */
+export function createPipeline(deps: PipelineDeps) {
+  const { channels } = deps;
+
+  function publishEnd(ctx: RequestContext, status: number, label: DecisionLabel, upstreamNs: bigint | undefined): void {
+    if (!channels.requestEnd.hasSubscribers) return;
+    channels.requestEnd.publish({
+      route: ctx.match?.route.id ?? 'none',
+      method: ctx.method,
+      status,
+      decision: label,
+      durationSeconds: Number(process.hrtime.bigint() - ctx.startNs) / 1e9,
+      upstreamSeconds: upstreamNs === undefined ? undefined : Number(upstreamNs) / 1e9,
+    });
+  }
+
+  async function forward(req: IncomingMessage, res: ServerResponse, ctx: RequestContext, match: RouteMatch): Promise<void> {
+    const { snapshot } = ctx;
+    const route = match.route;
+    const upstream = snapshot.upstreams.get(route.id);
+    if (upstream === undefined) throw new Error(`no upstream compiled for route ${route.id}`);
+    const limits = snapshot.config.server.limits;
+    const cl = req.headers['content-length'];
+    const hasContentLength = cl !== undefined;
+    if (hasContentLength && Number(cl) > limits.max_body) {
+      const v = fail(ctx, 'GW_ERR_REQUEST_BODY_TOO_LARGE', 'error');
+      if (v.kind === 'respond') {
+        writeResponse(res, v.response, ctx.id, true);
+        publishEnd(ctx, v.response.status, 'error', undefined);
+      }
+      return;
+    }
+    const hasBody = (hasContentLength && cl !== '0') || req.headers['transfer-encoding'] !== undefined;
+    const host = req.headers.host ?? '';
+    const headers = buildUpstreamHeaders(req.rawHeaders, {
+      remoteAddress: req.socket.remoteAddress ?? '',
+      peerTrusted: ctx.peerTrusted,
+      proto: snapshot.scheme,
+      host,
+      upstreamHost: route.preserve_host ? host : upstream.url.host,
+      requestId: ctx.id,
+      identityHeaders: ctx.identity === undefined ? [] : identityHeaders(ctx.identity, deps.now()),
+      contentLength: hasContentLength ? cl : undefined,
+    });
+    const result = await forwardHttp(req, res, {
+      pool: upstream.pool,
+      path: returnPath(ctx),
+      method: ctx.method,
+      headers,
+      requestId: ctx.id,
+      headersTimeoutMs: upstream.responseTimeoutMs,
+      bodyTimeoutMs: upstream.responseTimeoutMs,
+      maxBodyBytes: limits.max_body,
+      hasBody,
+      hasContentLength,
+    });
+    if (result.ok) {
+      publishEnd(ctx, result.status, 'allow', result.ttfbNs);
+      return;
+    }
+    if (result.kind !== 'client-aborted' && result.kind !== 'body-too-large' && channels.upstreamError.hasSubscribers) {
+      channels.upstreamError.publish({ route: route.id, kind: result.kind });
+    }
+    if (result.responseStarted || result.kind === 'client-aborted' || res.headersSent || res.destroyed) {
+      deps.logger.warn({ reqId: ctx.id, route: route.id, kind: result.kind, err: result.error.message }, 'upstream response failed mid-stream');
+      publishEnd(ctx, result.status === 0 ? 499 : result.status, 'error', result.ttfbNs);
+      return;
+    }
+    deps.logger.warn({ reqId: ctx.id, route: route.id, kind: result.kind, err: result.error.message }, 'upstream request failed');
+    const v = upstreamFailure(ctx, result);
+    if (v.kind === 'respond') {
+      writeResponse(res, v.response, ctx.id, result.kind === 'body-too-large' || deps.draining());
+      publishEnd(ctx, v.response.status, 'error', undefined);
+    }
+  }
+
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const ctx = contextFor(req, deps);
+    try {
+      const verdict = await runSteps(req, ctx, deps);
+      switch (verdict.kind) {
+        case 'respond':
+          writeResponse(res, verdict.response, ctx.id, deps.draining() || verdict.response.status === 400);
+          publishEnd(ctx, verdict.response.status, verdict.label, undefined);
+          return;
+        case 'gateway-endpoint':
+          await deps.endpoints(req, res, ctx);
+          return;
+        case 'forward':
+          if (deps.draining()) res.shouldKeepAlive = false;
+          await forward(req, res, ctx, verdict.match);
+          return;
+      }
+    } catch (err) {
+      deps.logger.error({ reqId: ctx.id, route: ctx.match?.route.id, err }, 'request failed inside the gateway');
+      if (!res.headersSent) {
+        const v = fail(ctx, 'GW_ERR_GATEWAY_INTERNAL', 'error');
+        if (v.kind === 'respond') writeResponse(res, v.response, ctx.id, true);
+      } else res.destroy();
+      publishEnd(ctx, 500, 'error', undefined);
+    }
+  }
+
+  function rejectUpgrade(socket: Duplex, response: GatewayResponse, requestId: string): void {
+    let head = `HTTP/1.1 ${response.status} ${statusText(response.status)}\r\n`;
+    const headers: Record<string, string> = {
+      ...response.headers,
+      'x-portcullis-request-id': requestId,
+      'content-length': String(Buffer.byteLength(response.body)),
+      connection: 'close',
+    };
+    for (const [k, v] of Object.entries(headers)) head += `${k}: ${v}\r\n`;
+    socket.end(`${head}\r\n${response.body}`);
+  }
+
+  async function handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+    const ctx = contextFor(req, deps);
+    socket.on('error', () => socket.destroy());
+    try {
+      const upgrade = (req.headers.upgrade ?? '').toLowerCase();
+      let verdict: Verdict;
+      if (upgrade !== 'websocket') {
+        // h2c and other protocol switches are refused: they would tunnel past the gateway's parser.
+        verdict = fail(ctx, 'GW_ERR_REQUEST_HEADERS', 'error', { message: `Upgrade to "${upgrade}" is not supported.` });
+      } else {
+        verdict = await runSteps(req, ctx, deps);
+      }
+      if (verdict.kind === 'gateway-endpoint') verdict = fail(ctx, 'GW_ERR_ROUTE_NOT_FOUND', 'not_found');
+      if (verdict.kind === 'forward' && !verdict.match.route.websocket) {
+        verdict = fail(ctx, 'GW_ERR_WEBSOCKET_DISABLED', 'deny', { routeId: verdict.match.route.id });
+      }
+      if (verdict.kind === 'respond') {
+        rejectUpgrade(socket, verdict.response, ctx.id);
+        publishEnd(ctx, verdict.response.status, verdict.label, undefined);
+        return;
+      }
+      if (verdict.kind !== 'forward') return;
+      const route = verdict.match.route;
+      const upstream = ctx.snapshot.upstreams.get(route.id);
+      if (upstream === undefined) throw new Error(`no upstream compiled for route ${route.id}`);
+      const host = req.headers.host ?? '';
+      const headers = buildUpstreamHeaders(req.rawHeaders, {
+        remoteAddress: req.socket.remoteAddress ?? '',
+        peerTrusted: ctx.peerTrusted,
+        proto: ctx.snapshot.scheme,
+        host,
+        upstreamHost: route.preserve_host ? host : upstream.url.host,
+        requestId: ctx.id,
+        identityHeaders: ctx.identity === undefined ? [] : identityHeaders(ctx.identity, deps.now()),
+        keepUpgrade: true,
+      });
+      const state = { opened: false };
+      const result = await forwardWebSocket(socket, head, {
+        upstream: upstream.url,
+        path: returnPath(ctx),
+        headers,
+        connectTimeoutMs: upstream.connectTimeoutMs,
+        onOpen: () => {
+          state.opened = true;
+          if (channels.websocket.hasSubscribers) channels.websocket.publish({ route: route.id, delta: 1 });
+        },
+      });
+      if (state.opened && channels.websocket.hasSubscribers) channels.websocket.publish({ route: route.id, delta: -1 });
+      if (result.ok) {
+        publishEnd(ctx, 101, 'allow', undefined);
+      } else if (result.kind === 'rejected') {
+        publishEnd(ctx, result.status, 'allow', undefined);
+      } else {
+        if (channels.upstreamError.hasSubscribers) channels.upstreamError.publish({ route: route.id, kind: result.kind });
+        const v = result.kind === 'timeout' ? fail(ctx, 'GW_ERR_UPSTREAM_TIMEOUT', 'error') : fail(ctx, 'GW_ERR_UPSTREAM_UNAVAILABLE', 'error');
+        if (v.kind === 'respond') {
+          rejectUpgrade(socket, v.response, ctx.id);
+          publishEnd(ctx, v.response.status, 'error', undefined);
+        }
+      }
+    } catch (err) {
+      deps.logger.error({ reqId: ctx.id, err }, 'upgrade failed inside the gateway');
+      socket.destroy();
+    }
+  }
+
+  return {
+    handleRequest: (req: IncomingMessage, res: ServerResponse): void => {
+      void deps.track(handle(req, res));
+    },
+    handleUpgrade: (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
+      void deps.track(handleUpgrade(req, socket, head));
+    },
+  };
+}
+
+function statusText(status: number): string {
+  return STATUS_CODES[status] ?? 'Error';
+}

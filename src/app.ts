@@ -118,6 +118,12 @@ export function createApp(opts: AppOptions): App {
     socket.once('close', () => upgradedSockets.delete(socket));
     pipeline.handleUpgrade(req, socket, head);
   });
+  // CONNECT (authority-form) is never proxied: the gateway is not a forward proxy.
+  server.on('connect', (_req: http.IncomingMessage, socket: Duplex) => {
+    const r = errorResponse('GW_ERR_REQUEST_TARGET', { html: false, requestId: '-', message: 'CONNECT is not supported (authority-form target).' });
+    socket.end(`HTTP/1.1 ${r.status} Bad Request\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(r.body)}\r\nconnection: close\r\n\r\n${r.body}`);
+    socket.on('error', () => socket.destroy());
+  });
   server.on('clientError', (err: Error & { code?: string }, socket: Duplex) => {
     if (!socket.writable) {
       socket.destroy();
@@ -164,9 +170,19 @@ export function createApp(opts: AppOptions): App {
     metrics,
     snapshot: () => current,
     async start() {
-      const [pub, adm] = await Promise.all([listen(server, cfg.listen), listen(admin, cfg.admin_listen)]);
+      const results = await Promise.allSettled([listen(server, cfg.listen), listen(admin, cfg.admin_listen)]);
+      const [pub, adm] = results;
+      if (pub.status === 'rejected' || adm.status === 'rejected') {
+        // Never leave one listener up when the other failed: close what opened, then report.
+        await Promise.all([server, admin].map((s) => new Promise<void>((resolve) => (s.listening ? s.close(() => resolve()) : resolve()))));
+        await pools.closeAll();
+        unsubscribe();
+        const failed = pub.status === 'rejected' ? { what: 'server.listen', address: cfg.listen, reason: pub.reason as unknown } : { what: 'server.admin_listen', address: cfg.admin_listen, reason: (adm as PromiseRejectedResult).reason as unknown };
+        const detail = failed.reason instanceof Error ? failed.reason.message : String(failed.reason);
+        throw new Error(`cannot listen on ${failed.address} (${failed.what}): ${detail}`, { cause: failed.reason });
+      }
       started = true;
-      return { public: pub, admin: adm };
+      return { public: pub.value, admin: adm.value };
     },
     async reload() {
       if (opts.configFile === undefined) return false;
@@ -176,7 +192,13 @@ export function createApp(opts: AppOptions): App {
         channels.configReload.publish({ result: 'failure' });
         return false;
       }
-      applyConfig(result.config);
+      try {
+        applyConfig(result.config);
+      } catch (err) {
+        logger.error({ err }, 'configuration reload refused: it could not be compiled; the previous configuration keeps serving');
+        channels.configReload.publish({ result: 'failure' });
+        return false;
+      }
       channels.configReload.publish({ result: 'success' });
       return true;
     },

@@ -66,24 +66,33 @@ export async function runServe(args: readonly string[], io: CliIo): Promise<numb
   const logger = createRootLogger(values['log-level'] ?? io.env.PORTCULLIS_LOG_LEVEL ?? 'info');
 
   const echo = values.echo === undefined ? undefined : createEchoServer();
-  if (echo !== undefined && values.echo !== undefined) {
-    const addr = await listenOn(echo, values.echo);
-    logger.info({ address: `${addr.address}:${addr.port}` }, 'demo echo upstream listening');
-  }
-
+  const closeEcho = () => new Promise<void>((resolve) => (echo?.listening === true ? echo.close(() => resolve()) : resolve()));
+  let addresses;
   const app = createApp({ config: loaded.config, configFile: file, logger, env: io.env });
-  const addresses = await app.start();
-  logger.info(
-    { listen: `${addresses.public.address}:${addresses.public.port}`, admin: `${addresses.admin.address}:${addresses.admin.port}`, routes: loaded.config.routes.length },
-    'portcullis is serving',
-  );
-  io.stdout(`portcullis listening on ${loaded.config.server.public_url} (bound ${addresses.public.address}:${addresses.public.port}); admin on ${addresses.admin.address}:${addresses.admin.port}\n`);
-
+  try {
+    if (echo !== undefined && values.echo !== undefined) {
+      const addr = await listenOn(echo, values.echo).catch((err: unknown) => {
+        throw new Error(`cannot listen on ${values.echo ?? ''} (--echo): ${err instanceof Error ? err.message : String(err)}`);
+      });
+      logger.info({ address: `${addr.address}:${addr.port}` }, 'demo echo upstream listening');
+    }
+    addresses = await app.start();
+  } catch (err) {
+    io.stderr(`portcullis: ${err instanceof Error ? err.message : String(err)}\n`);
+    await closeEcho();
+    return 1;
+  }
   const reload = () => {
     void app.reload();
   };
   const watcher = watchConfigFile(file, reload);
   process.on('SIGHUP', reload);
+
+  logger.info(
+    { listen: `${addresses.public.address}:${addresses.public.port}`, admin: `${addresses.admin.address}:${addresses.admin.port}`, routes: loaded.config.routes.length },
+    'portcullis is serving',
+  );
+  io.stdout(`portcullis listening on ${loaded.config.server.public_url} (bound ${addresses.public.address}:${addresses.public.port}); admin on ${addresses.admin.address}:${addresses.admin.port}\n`);
 
   await new Promise<void>((resolve) => {
     const stop = (signal: string) => {
@@ -96,7 +105,8 @@ export async function runServe(args: readonly string[], io: CliIo): Promise<numb
   process.off('SIGHUP', reload);
   watcher.close();
   await app.stop();
-  if (echo !== undefined) await new Promise<void>((resolve) => echo.close(() => resolve()));
+  echo?.closeAllConnections();
+  await closeEcho();
   logger.info('stopped');
   return 0;
 }

@@ -83,6 +83,11 @@ export async function loadConfigFile(file: string, env: EnvLookup = process.env)
   } catch (err) {
     return { ok: false, issues: [{ file, line: 1, col: 1, message: describeReadError(err) }] };
   }
+  // An empty file is never a configuration anybody meant: it is a truncated or half-written file
+  // (an editor or a deploy tool mid-write), and applying it on reload would drop every route.
+  if (!/^\s*[^\s#]/m.test(text)) {
+    return { ok: false, issues: [{ file, line: 1, col: 1, message: 'the configuration file is empty (only whitespace and comments); refusing it' }] };
+  }
   return loadConfigText(text, file, env);
 }
 

@@ -3,7 +3,9 @@
  * Types, defaults, validation and the published JSON Schema (`portcullis config schema`) all derive
  * from it. Objects are strict: an unknown key is an error, never silently ignored.
  */
+import { isIP } from 'node:net';
 import { z } from 'zod';
+import { normalizePathSegment } from '../routing/normalize-target.js';
 
 const DURATION_RE = /^(\d+)(ms|s|m|h|d)$/;
 const DURATION_UNITS_MS = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
@@ -86,7 +88,13 @@ export const listenAddress = z
 
 const cidr = z
   .string()
-  .regex(/^([0-9.]+|[0-9a-fA-F:]+)(\/\d{1,3})?$/, 'expected an IP address or CIDR, e.g. 10.0.0.0/8');
+  .regex(/^([0-9.]+|[0-9a-fA-F:]+)(\/\d{1,3})?$/, 'expected an IP address or CIDR, e.g. 10.0.0.0/8')
+  .refine((value) => {
+    const [address = '', bits] = value.split('/');
+    const family = isIP(address);
+    if (family === 0) return false;
+    return bits === undefined || Number(bits) <= (family === 4 ? 32 : 128);
+  }, 'not a valid IP address or CIDR (IPv4 prefixes go up to /32, IPv6 up to /128)')
 
 const httpUrl = (what: string) =>
   z.url({ protocol: /^https?$/, error: `expected an http:// or https:// URL for ${what}` });
@@ -103,13 +111,27 @@ const routeHost = z
   .regex(
     /^(\*\.)?([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?(:\d{1,5})?$/,
     'expected a host name such as app.example.com or *.example.com, optionally with :port',
-  );
+  )
+  .refine((h) => {
+    const port = /:(\d+)$/.exec(h)?.[1];
+    return port === undefined || (Number(port) >= 1 && Number(port) <= 65535);
+  }, 'the port must be between 1 and 65535');
 
 /** A path prefix, matched on whole segments: `/`, `/api`, `/api/admin`. */
+const PATH_PREFIX_RE = /^\/([A-Za-z0-9._~!$&'()*+,=:@%-]+(\/[A-Za-z0-9._~!$&'()*+,=:@%-]+)*\/?)?$/;
+
 const pathPrefix = z
   .string()
-  .regex(/^\/([A-Za-z0-9._~!$&'()*+,=:@%-]+(\/[A-Za-z0-9._~!$&'()*+,=:@%-]+)*\/?)?$/, 'expected a path prefix such as / or /api/admin')
-  .refine((p) => !p.split('/').some((s) => s === '.' || s === '..'), 'a path prefix may not contain . or .. segments');
+  .regex(PATH_PREFIX_RE, 'expected a path prefix such as / or /api/admin')
+  .refine((p) => !p.split('/').some((s) => s === '.' || s === '..'), 'a path prefix may not contain . or .. segments')
+  .superRefine((p, ctx) => {
+    if (!PATH_PREFIX_RE.test(p)) return; // already reported by the regex
+    for (const part of p.slice(1).split('/')) {
+      if (part === '') continue;
+      const seg = normalizePathSegment(part);
+      if (!seg.ok) ctx.addIssue({ code: 'custom', message: `path prefix segment "${part}" can never match a request (${seg.reason})` });
+    }
+  });
 
 const httpMethod = z
   .string()

@@ -14,7 +14,8 @@ export interface EchoReport {
   readonly method: string;
   readonly url: string;
   readonly http_version: string;
-  readonly headers: readonly (readonly [string, string])[];
+  /** `Name: value` lines, in the order and case received. */
+  readonly headers: readonly string[];
   readonly body: { readonly bytes: number; readonly sha256: string };
   readonly remote: string;
 }
@@ -30,8 +31,8 @@ export function createEchoServer(): http.Server {
       hash.update(chunk);
     });
     req.on('end', () => {
-      const headers: [string, string][] = [];
-      for (let i = 0; i + 1 < req.rawHeaders.length; i += 2) headers.push([req.rawHeaders[i] ?? '', req.rawHeaders[i + 1] ?? '']);
+      const headers: string[] = [];
+      for (let i = 0; i + 1 < req.rawHeaders.length; i += 2) headers.push(`${req.rawHeaders[i] ?? ''}: ${req.rawHeaders[i + 1] ?? ''}`);
       const report: EchoReport = {
         method: req.method ?? '',
         url: req.url ?? '',
@@ -41,7 +42,7 @@ export function createEchoServer(): http.Server {
         remote: req.socket.remoteAddress ?? '',
       };
       if ((req.headers.accept ?? '').includes('text/html')) {
-        const rows = headers.map(([k, v]) => `<tr><td><code>${escapeHtml(k)}</code></td><td><code>${escapeHtml(v)}</code></td></tr>`).join('');
+        const rows = headers.map((h) => `<tr><td><code>${escapeHtml(h)}</code></td></tr>`).join('');
         const body = `<h1>Echo</h1><p>This is the demo upstream. It received:</p><p><code>${escapeHtml(report.method)} ${escapeHtml(report.url)} HTTP/${escapeHtml(report.http_version)}</code></p><table>${rows}</table><p class="muted">Body: ${bytes} bytes</p>`;
         res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' }).end(renderPage('Echo', body));
         return;

@@ -197,9 +197,18 @@ async function runSteps(req: IncomingMessage, ctx: RequestContext, deps: Pipelin
   return decideStep(ctx, match, deps.now());
 }
 
+/**
+ * Connections the gateway has decided to close (after a refused or unframeable request). Requests
+ * the client pipelined behind that one are never handled: the connection ends after the answer.
+ */
+const closingSockets = new WeakSet<object>();
+
 function writeResponse(res: ServerResponse, response: GatewayResponse, requestId: string, close: boolean): void {
   const headers: Record<string, string> = { ...response.headers, 'x-portcullis-request-id': requestId };
-  if (close) headers.connection = 'close';
+  if (close) {
+    headers.connection = 'close';
+    closingSockets.add(res.socket ?? res);
+  }
   res.writeHead(response.status, headers);
   res.end(response.body);
 }
@@ -214,7 +223,16 @@ function upstreamFailure(ctx: RequestContext, r: Extract<ForwardResult, { ok: fa
 export function createPipeline(deps: PipelineDeps) {
   const { channels } = deps;
 
+  /** The request's child logger (`reqId`, `route`), created only when something is logged. */
+  function log(ctx: RequestContext): Logger {
+    return deps.logger.child({ reqId: ctx.id, route: ctx.match?.route.id });
+  }
+
   function publishEnd(ctx: RequestContext, status: number, label: DecisionLabel, upstreamNs: bigint | undefined): void {
+    if (deps.logger.isLevelEnabled('debug')) {
+      const durationMs = Number(process.hrtime.bigint() - ctx.startNs) / 1e6;
+      log(ctx).debug({ method: ctx.method, path: ctx.path, status, decision: label, reason: ctx.decision?.reason, durationMs, client: ctx.clientIp }, 'request');
+    }
     if (!channels.requestEnd.hasSubscribers) return;
     channels.requestEnd.publish({
       route: ctx.match?.route.id ?? 'none',
@@ -274,11 +292,11 @@ export function createPipeline(deps: PipelineDeps) {
       channels.upstreamError.publish({ route: route.id, kind: result.kind });
     }
     if (result.responseStarted || result.kind === 'client-aborted' || res.headersSent || res.destroyed) {
-      deps.logger.warn({ reqId: ctx.id, route: route.id, kind: result.kind, err: result.error.message }, 'upstream response failed mid-stream');
+      log(ctx).warn({ kind: result.kind, err: result.error.message }, 'upstream response failed mid-stream');
       publishEnd(ctx, result.status === 0 ? 499 : result.status, 'error', result.ttfbNs);
       return;
     }
-    deps.logger.warn({ reqId: ctx.id, route: route.id, kind: result.kind, err: result.error.message }, 'upstream request failed');
+    log(ctx).warn({ kind: result.kind, err: result.error.message }, 'upstream request failed');
     const v = upstreamFailure(ctx, result);
     if (v.kind === 'respond') {
       writeResponse(res, v.response, ctx.id, result.kind === 'body-too-large' || deps.draining());
@@ -287,9 +305,19 @@ export function createPipeline(deps: PipelineDeps) {
   }
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    if (closingSockets.has(req.socket)) {
+      // Pipelined behind a request the gateway refused: drop it; the connection is closing.
+      req.resume();
+      return;
+    }
     const ctx = contextFor(req, deps);
     try {
       const verdict = await runSteps(req, ctx, deps);
+      // Node emits pipelined requests together; one behind a refused request is dropped here too.
+      if (closingSockets.has(req.socket)) {
+        req.resume();
+        return;
+      }
       switch (verdict.kind) {
         case 'respond':
           writeResponse(res, verdict.response, ctx.id, deps.draining() || verdict.response.status === 400);
@@ -304,7 +332,7 @@ export function createPipeline(deps: PipelineDeps) {
           return;
       }
     } catch (err) {
-      deps.logger.error({ reqId: ctx.id, route: ctx.match?.route.id, err }, 'request failed inside the gateway');
+      log(ctx).error({ err }, 'request failed inside the gateway');
       if (!res.headersSent) {
         const v = fail(ctx, 'GW_ERR_GATEWAY_INTERNAL', 'error');
         if (v.kind === 'respond') writeResponse(res, v.response, ctx.id, true);
@@ -386,7 +414,7 @@ export function createPipeline(deps: PipelineDeps) {
         }
       }
     } catch (err) {
-      deps.logger.error({ reqId: ctx.id, err }, 'upgrade failed inside the gateway');
+      log(ctx).error({ err }, 'upgrade failed inside the gateway');
       socket.destroy();
     }
   }

@@ -11,6 +11,10 @@ import type { Pool } from 'undici';
 /** One route's upstream: its origin and pool, shared across snapshots while the origin and timeouts match. */
 export interface Upstream {
   readonly url: URL;
+  /**
+   * The pool to dispatch on. Looked up at use: a request that started on an older snapshot whose
+   * pool was retired by a reload gets a live pool for the same origin instead of a closed one.
+   */
   readonly pool: Pool;
   readonly connectTimeoutMs: number;
   readonly responseTimeoutMs: number;
@@ -51,6 +55,7 @@ export function createPoolRegistry(): PoolRegistry {
     async retainOnly(live) {
       const used = new Set<Pool>();
       for (const s of live) for (const u of s.upstreams.values()) used.add(u.pool);
+      // (reading u.pool acquires: every pool a live snapshot needs exists and is kept)
       const closing: Promise<void>[] = [];
       for (const [key, pool] of pools) {
         if (!used.has(pool)) {
@@ -73,8 +78,16 @@ function upstreamFor(route: RouteConfig, config: Readonly<Config>, pools: PoolRe
   const connectTimeoutMs = route.timeouts?.connect ?? config.server.timeouts.upstream_connect;
   const responseTimeoutMs = route.timeouts?.response ?? config.server.timeouts.upstream_response;
   // Keep pooled connections a little shorter-lived than a typical upstream keep-alive (5 s in Node).
-  const pool = pools.acquire(url.origin, connectTimeoutMs, 4_000);
-  return { url, pool, connectTimeoutMs, responseTimeoutMs };
+  const keepAliveMs = 4_000;
+  pools.acquire(url.origin, connectTimeoutMs, keepAliveMs);
+  return {
+    url,
+    get pool() {
+      return pools.acquire(url.origin, connectTimeoutMs, keepAliveMs);
+    },
+    connectTimeoutMs,
+    responseTimeoutMs,
+  };
 }
 
 /** Compiles a validated config into a snapshot. Pure apart from acquiring pools from the registry. */

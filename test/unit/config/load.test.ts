@@ -31,6 +31,8 @@ describe('loadConfigFile', () => {
     { fixture: 'duplicate-yaml-key.yaml', at: ['3:3'], says: 'duplicate key "listen" in server' },
     { fixture: 'unset-env.yaml', at: ['7:22', '12:61'], says: 'identity.providers[0].client_secret: environment variable OIDC_SECRET is not set' },
     { fixture: 'public-with-allow.yaml', at: ['5:13'], says: 'routes[0].public: a public route cannot also have allow, mfa or rules' },
+    { fixture: 'unmatchable-routes.yaml', at: ['2:21', '2:43', '5:11', '6:11', '11:11'], says: 'routes[0].path: path prefix segment "%2e%2e" can never match a request (dot-segment)' },
+    { fixture: 'empty.yaml', at: ['1:1'], says: 'the configuration file is empty' },
     { fixture: 'missing-required.yaml', at: ['2:5', '9:7'], says: 'routes[0]: missing required key "host"' },
     {
       fixture: 'multiple-errors.yaml',

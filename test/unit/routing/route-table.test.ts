@@ -213,17 +213,23 @@ describe('compileRoutes', () => {
   });
 
   it.each([
-    ['a route prefix with an encoded slash', [{ host: 'a.localhost', path: '/a%2Fb' }]],
-    ['a rule prefix with an encoded slash', [{ host: 'a.localhost', rules: [{ path: '/admin%2f' }] }]],
-    ['a prefix with a malformed escape', [{ host: 'a.localhost', path: '/a%zz' }]],
-    ['a prefix with an encoded dot segment', [{ host: 'a.localhost', path: '/a/%2e%2e' }]],
-    ['a prefix with invalid UTF-8', [{ host: 'a.localhost', path: '/%C0%AE' }]],
-    ['a prefix with an encoded NUL', [{ host: 'a.localhost', path: '/a%00' }]],
-  ])('refuses %s, which could never match', (_name, raw) => {
-    const config = routes(raw);
+    ['a route prefix with an encoded slash', { path: '/a%2Fb' }, undefined],
+    ['a rule prefix with an encoded slash', {}, '/admin%2f'],
+    ['a prefix with a malformed escape', { path: '/a%zz' }, undefined],
+    ['a prefix with an encoded dot segment', { path: '/a/%2e%2e' }, undefined],
+    ['a prefix with invalid UTF-8', { path: '/%C0%AE' }, undefined],
+    ['a prefix with an encoded NUL', { path: '/a%00' }, undefined],
+  ])('refuses %s, which could never match', (_name, override, rulePath) => {
+    // The config schema already refuses these with a position; compileRoutes refuses them too when
+    // handed a route that did not come through the schema.
+    const raw = { host: 'a.localhost', ...override, ...(rulePath === undefined ? {} : { rules: [{ path: rulePath }] }) };
+    expect(configSchema.safeParse({ routes: [{ id: 'r', upstream: 'http://127.0.0.1:3000', ...raw }] }).success).toBe(false);
+    const [valid] = routes([{ host: 'a.localhost', rules: [{ path: '/ok' }] }]);
+    if (valid === undefined) throw new Error('no route');
+    const forged: RouteConfig = rulePath === undefined ? { ...valid, ...override } : { ...valid, rules: [{ ...valid.rules[0], path: rulePath }] };
     let thrown: unknown;
     try {
-      compileRoutes(config);
+      compileRoutes([forged]);
     } catch (err) {
       thrown = err;
     }

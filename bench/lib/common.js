@@ -1,0 +1,338 @@
+// Shared helpers for the benchmarks: tool checks, child servers, nginx, wrk, process stats, tables.
+// Loopback only: every address here is 127.0.0.1.
+import { spawn, spawnSync, execFileSync } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { mkdtempSync, writeFileSync, readFileSync, mkdirSync, chmodSync, existsSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir, cpus } from 'node:os';
+import net from 'node:net';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const BENCH_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+export const ROOT = path.resolve(BENCH_DIR, '..');
+export const LIB = path.join(BENCH_DIR, 'lib');
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+export const log = (...a) => console.error('[bench]', ...a);
+
+function has(cmd) {
+  return spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
+}
+
+/**
+ * Makes sure nginx and wrk are present. As root on Debian/Ubuntu it runs
+ * `apt-get update && apt-get install -y nginx wrk`; otherwise it prints exactly that and exits.
+ */
+export function ensureTools() {
+  const need = { nginx: 'nginx', wrk: 'wrk' };
+  const missing = Object.keys(need).filter((c) => !has(c) && !existsSync(`/usr/sbin/${c}`));
+  if (missing.length) {
+    const pkgs = missing.map((m) => need[m]).join(' ');
+    const isRoot = process.getuid?.() === 0;
+    if (isRoot && has('apt-get')) {
+      log(`installing ${pkgs}: apt-get update && apt-get install -y ${pkgs}`);
+      const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+      const u = spawnSync('apt-get', ['update', '-qq'], { stdio: 'inherit', env });
+      const i = spawnSync('apt-get', ['install', '-y', '-qq', ...pkgs.split(' ')], { stdio: 'inherit', env });
+      if (u.status !== 0 || i.status !== 0) {
+        console.error(`could not install ${pkgs}; install them by hand: sudo apt-get update && sudo apt-get install -y ${pkgs}`);
+        process.exit(2);
+      }
+    } else {
+      console.error(`missing: ${missing.join(', ')}. Install with:\n  sudo apt-get update && sudo apt-get install -y ${pkgs}`);
+      process.exit(2);
+    }
+  }
+  return {
+    nginx: has('nginx') ? 'nginx' : '/usr/sbin/nginx',
+    wrk: 'wrk',
+    taskset: has('taskset') && cpus().length >= 2,
+  };
+}
+
+/** Machine description for reports. */
+export function machineInfo(tools) {
+  const cpuinfo = readFileSync('/proc/cpuinfo', 'utf8');
+  const model = /model name\s*:\s*(.*)/.exec(cpuinfo)?.[1] ?? 'unknown';
+  const nginxV = spawnSync(tools.nginx, ['-v'], { encoding: 'utf8' }).stderr.trim().replace('nginx version: ', '');
+  const wrkV = (spawnSync(tools.wrk, ['-v'], { encoding: 'utf8' }).stdout.split('\n')[0] ?? '').split(' ').slice(0, 2).join(' ');
+  let undiciV = '?';
+  let httpProxyV = '?';
+  try { undiciV = JSON.parse(readFileSync(path.join(ROOT, 'node_modules/undici/package.json'), 'utf8')).version; } catch { /* */ }
+  try { httpProxyV = JSON.parse(readFileSync(path.join(ROOT, 'node_modules/http-proxy/package.json'), 'utf8')).version; } catch { /* */ }
+  let kernel = '';
+  try { kernel = execFileSync('uname', ['-r'], { encoding: 'utf8' }).trim(); } catch { /* */ }
+  return {
+    nproc: cpus().length, cpu: model, node: process.version, nginx: nginxV, wrk: wrkV,
+    undici: undiciV, httpProxy: httpProxyV, kernel, date: new Date().toISOString(),
+    pinning: tools.taskset
+      ? 'servers (upstream, proxy) on core 0 (`taskset -c 0`), wrk on core 1 (`taskset -c 1`, 1 thread)'
+      : 'none (taskset missing or < 2 cores)',
+  };
+}
+
+export function machineLine(m) {
+  return `${m.date.slice(0, 10)} · ${m.nproc} cores, ${m.cpu} · Linux ${m.kernel} · Node ${m.node} · ` +
+    `nginx ${m.nginx} · ${m.wrk} · undici ${m.undici} · http-proxy ${m.httpProxy}`;
+}
+
+const children = new Set();
+export function killAll() {
+  for (const c of children) {
+    try { c.kill('SIGTERM'); } catch { /* gone */ }
+  }
+  children.clear();
+}
+for (const sig of ['SIGINT', 'SIGTERM']) {
+  process.on(sig, () => { killAll(); process.exit(130); });
+}
+process.on('exit', killAll);
+
+function pinned(core, cmd, args, tools) {
+  return tools.taskset ? ['taskset', ['-c', String(core), cmd, ...args]] : [cmd, args];
+}
+
+/**
+ * Starts a child process (pinned to core 0 when possible) that prints `{"port":N,...}` as its
+ * first stdout line. Resolves {proc, pid, port, info}. taskset execs, so the pid is the server's.
+ */
+export function startJsonServer(args, tools, { cwd = ROOT, env = process.env, timeoutMs = 10_000 } = {}) {
+  const [cmd, argv] = pinned(0, process.execPath, args, tools);
+  const proc = spawn(cmd, argv, { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  children.add(proc);
+  proc.on('exit', () => children.delete(proc));
+  let stderr = '';
+  proc.stderr.on('data', (d) => { stderr += d; if (stderr.length > 20_000) stderr = stderr.slice(-10_000); });
+  return new Promise((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`${args.join(' ')} did not start: ${stderr}`)), timeoutMs);
+    const rl = createInterface({ input: proc.stdout });
+    rl.once('line', (line) => {
+      clearTimeout(t);
+      try {
+        const info = JSON.parse(line);
+        resolve({ proc, pid: proc.pid, port: info.port, info, stop: () => stopProc(proc) });
+      } catch { reject(new Error(`bad first line from ${args.join(' ')}: ${line}`)); }
+    });
+    proc.on('exit', (code) => { clearTimeout(t); reject(new Error(`${args.join(' ')} exited ${code}: ${stderr}`)); });
+  });
+}
+
+/** Starts a long-running child (pinned to core 0 when possible) without a port handshake. */
+export function startProc(cmd, args, tools, opts = {}) {
+  const [c, a] = pinned(0, cmd, args, tools);
+  const proc = spawn(c, a, { stdio: ['ignore', 'pipe', 'pipe'], ...opts });
+  children.add(proc);
+  proc.on('exit', () => children.delete(proc));
+  proc.output = '';
+  const add = (d) => { proc.output += d; if (proc.output.length > 50_000) proc.output = proc.output.slice(-25_000); };
+  proc.stdout.on('data', add);
+  proc.stderr.on('data', add);
+  return proc;
+}
+
+export function stopProc(proc, signal = 'SIGTERM') {
+  return new Promise((resolve) => {
+    if (proc.exitCode !== null || proc.signalCode !== null) return resolve();
+    const t = setTimeout(() => { try { proc.kill('SIGKILL'); } catch { /* */ } }, 3000);
+    proc.once('exit', () => { clearTimeout(t); resolve(); });
+    try { proc.kill(signal); } catch { resolve(); }
+  });
+}
+
+/** A free loopback TCP port (bind to 0, read, close). */
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
+  });
+}
+
+export async function waitForPort(port, timeoutMs = 10_000) {
+  const end = Date.now() + timeoutMs;
+  while (Date.now() < end) {
+    const ok = await new Promise((r) => {
+      const s = net.connect(port, '127.0.0.1');
+      s.once('connect', () => { s.destroy(); r(true); });
+      s.once('error', () => r(false));
+    });
+    if (ok) return true;
+    await sleep(50);
+  }
+  return false;
+}
+
+// ---- nginx ---------------------------------------------------------------------------------
+export const NGINX_NOTES =
+  'nginx: 1 worker (`worker_processes 1`), `daemon off`, `access_log off`, upstream `keepalive 64`, ' +
+  '`proxy_http_version 1.1`, `proxy_set_header Connection ""`, `proxy_request_buffering off`, ' +
+  '`keepalive_requests 1000000` (client and upstream side, so neither side recycles connections ' +
+  'during a run, like the Node servers)';
+
+/** Writes a temp nginx.conf proxying to 127.0.0.1:upstreamPort and starts nginx in the foreground. */
+export async function startNginx(tools, upstreamPort) {
+  const dir = mkdtempSync(path.join(tmpdir(), 'portcullis-bench-nginx-'));
+  for (const d of ['body', 'proxy', 'fastcgi', 'uwsgi', 'scgi']) {
+    mkdirSync(path.join(dir, d));
+    chmodSync(path.join(dir, d), 0o777); // the worker may run as nobody
+  }
+  chmodSync(dir, 0o755);
+  const port = await freePort();
+  const conf = `# generated by bench/lib/common.js
+worker_processes 1;
+daemon off;
+master_process on;
+pid ${dir}/nginx.pid;
+error_log ${dir}/error.log warn;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  client_body_temp_path ${dir}/body;
+  proxy_temp_path ${dir}/proxy;
+  fastcgi_temp_path ${dir}/fastcgi;
+  uwsgi_temp_path ${dir}/uwsgi;
+  scgi_temp_path ${dir}/scgi;
+  client_max_body_size 64m;
+  keepalive_requests 1000000;
+  keepalive_timeout 65s;
+  upstream bench_upstream {
+    server 127.0.0.1:${upstreamPort};
+    keepalive 64;
+    keepalive_requests 1000000;
+    keepalive_timeout 60s;
+  }
+  server {
+    listen 127.0.0.1:${port} backlog=4096;
+    location / {
+      proxy_pass http://bench_upstream;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_request_buffering off;
+    }
+  }
+}
+`;
+  const confPath = path.join(dir, 'nginx.conf');
+  writeFileSync(confPath, conf);
+  const proc = startProc(tools.nginx, ['-p', dir, '-c', confPath, '-e', path.join(dir, 'error.log')], tools);
+  if (!(await waitForPort(port))) {
+    let err = '';
+    try { err = readFileSync(path.join(dir, 'error.log'), 'utf8'); } catch { /* */ }
+    await stopProc(proc);
+    throw new Error(`nginx did not start: ${proc.output} ${err}`);
+  }
+  const stop = async () => {
+    await stopProc(proc, 'SIGQUIT');
+    rmSync(dir, { recursive: true, force: true });
+  };
+  return { proc, pid: proc.pid, port, dir, confPath, stop };
+}
+
+// ---- process stats -------------------------------------------------------------------------
+function childrenOf(pid) {
+  try {
+    const tasks = readdirSync(`/proc/${pid}/task`);
+    return tasks.flatMap((t) => readFileSync(`/proc/${pid}/task/${t}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number));
+  } catch { return []; }
+}
+
+/** The pid and its descendants (nginx master + workers). */
+export function pidTree(pid) {
+  const out = [pid];
+  for (let i = 0; i < out.length; i++) out.push(...childrenOf(out[i]));
+  return out;
+}
+
+/** Resident set size in MiB of the process tree. */
+export function rssMiB(pid) {
+  let kb = 0;
+  for (const p of pidTree(pid)) {
+    try { kb += Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${p}/status`, 'utf8'))?.[1] ?? 0); } catch { /* */ }
+  }
+  return kb / 1024;
+}
+
+const CLK_TCK = 100; // getconf CLK_TCK is 100 on Linux
+/** CPU seconds (user + system) used so far by the process tree. */
+export function cpuSeconds(pid) {
+  let ticks = 0;
+  for (const p of pidTree(pid)) {
+    try {
+      const stat = readFileSync(`/proc/${p}/stat`, 'utf8');
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      ticks += Number(f[11]) + Number(f[12]); // utime, stime (fields 14, 15)
+    } catch { /* */ }
+  }
+  return ticks / CLK_TCK;
+}
+
+/** Busy CPU seconds of one core so far (everything but idle and iowait; steal counts as busy). */
+export function coreBusySeconds(core) {
+  const line = readFileSync('/proc/stat', 'utf8').split('\n').find((l) => l.startsWith(`cpu${core} `));
+  if (!line) return 0;
+  const f = line.trim().split(/\s+/).slice(1).map(Number);
+  const [user, nice, system, , , irq, softirq, steal] = f;
+  return (user + nice + system + irq + softirq + (steal || 0)) / CLK_TCK;
+}
+
+// ---- wrk -----------------------------------------------------------------------------------
+export const WRK_GET_LUA = path.join(LIB, 'wrk-report.lua');
+export const WRK_POST_LUA = path.join(LIB, 'wrk-post.lua');
+
+/**
+ * Runs wrk (pinned to core 1 when possible, 1 thread) and returns
+ * {rps, p50, p99 (ms), requests, errors, non2xx, bad, raw}.
+ */
+export function runWrk(tools, url, { connections, seconds, script = WRK_GET_LUA, headers = [], timeout = '10s' }) {
+  const args = ['-t1', `-c${connections}`, `-d${seconds}s`, '--latency', '--timeout', timeout, '-s', script];
+  for (const h of headers) args.push('-H', h);
+  args.push(url);
+  const wrkCmd = (tools.taskset ? ['taskset', '-c', '1', tools.wrk, ...args] : [tools.wrk, ...args]);
+  // Run through sh so that, after wrk exits, the shell's cutime/cstime (/proc/$$/stat) give wrk's CPU.
+  const shScript = '"$@"; rc=$?; echo "CHILDSTAT $(cat /proc/$$/stat)"; exit $rc';
+  return new Promise((resolve, reject) => {
+    const p = spawn('sh', ['-c', shScript, 'sh', ...wrkCmd], { stdio: ['ignore', 'pipe', 'pipe'] });
+    children.add(p);
+    let out = '';
+    let err = '';
+    p.stdout.on('data', (d) => { out += d; });
+    p.stderr.on('data', (d) => { err += d; });
+    p.on('exit', (code) => {
+      children.delete(p);
+      const line = out.split('\n').find((l) => l.startsWith('BENCHJSON '));
+      if (!line) return reject(new Error(`wrk failed (${code}): ${err || out}`));
+      const j = JSON.parse(line.slice('BENCHJSON '.length));
+      let wrkCpu;
+      const st = out.split('\n').find((l) => l.startsWith('CHILDSTAT '));
+      if (st) {
+        const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
+        wrkCpu = (Number(f[13]) + Number(f[14])) / CLK_TCK; // cutime, cstime (fields 16, 17)
+      }
+      resolve({
+        rps: j.requests / (j.duration_us / 1e6),
+        p50: j.p50 / 1000,
+        p99: j.p99 / 1000,
+        requests: j.requests,
+        errors: j.connect + j.read + j.write + j.timeout,
+        non2xx: j.status,
+        bad: j.bad ?? 0,
+        wrkCpu,
+        raw: out,
+      });
+    });
+  });
+}
+
+// ---- tables --------------------------------------------------------------------------------
+export function mdTable(head, rows) {
+  const lines = [`| ${head.join(' | ')} |`, `|${head.map((h, i) => (i === 0 || /notes|pass|intact|stripped|closes/.test(h) ? '---' : '---:')).join('|')}|`];
+  for (const r of rows) lines.push(`| ${r.join(' | ')} |`);
+  return lines.join('\n');
+}
+export const fmt = {
+  rps: (n) => (n === undefined ? '–' : Math.round(n).toLocaleString('en-US')),
+  ms: (n) => (n === undefined ? '–' : n < 10 ? n.toFixed(2) : n.toFixed(1)),
+  x: (n) => (n === undefined || !Number.isFinite(n) ? '–' : `${n.toFixed(2)}×`),
+  mib: (n) => (n === undefined ? '–' : n.toFixed(0)),
+  us: (n) => (n === undefined || !Number.isFinite(n) ? '–' : n.toFixed(0)),
+};

@@ -1,0 +1,48 @@
+#!/usr/bin/env node
+// `npm run bench`: every benchmark section, or only the ones named.
+//
+//   node bench/run.js                 # engines, then gateway
+//   node bench/run.js engines         # proxy engine comparison only   (bench/engines.js)
+//   node bench/run.js gateway         # Portcullis vs nginx vs direct  (bench/gateway.js; builds first)
+//   node bench/run.js gateway -- --levels 50 --no-build    # options after -- go to the section(s)
+//
+// Exit status: 0 when every section ran, 3 when the gateway section was skipped (build failed or
+// the gateway could not serve yet; the reason is printed), 1 on an error.
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { killAll } from './lib/common.js';
+
+const SECTIONS = {
+  engines: async (args) => (await import('./engines.js')).run(args),
+  gateway: async (args) => (await import('./gateway.js')).run(args),
+};
+
+export async function main(argv) {
+  const dash = argv.indexOf('--');
+  const names = dash === -1 ? argv : argv.slice(0, dash);
+  const args = dash === -1 ? [] : argv.slice(dash + 1);
+  if (names.includes('-h') || names.includes('--help')) {
+    console.log('usage: node bench/run.js [engines] [gateway] [-- section options]\n' +
+      '  engines: node bench/engines.js --help\n  gateway: node bench/gateway.js --help');
+    return 0;
+  }
+  const unknown = names.filter((n) => !(n in SECTIONS));
+  if (unknown.length) {
+    console.error(`unknown section(s): ${unknown.join(', ')}; known: ${Object.keys(SECTIONS).join(', ')}`);
+    return 1;
+  }
+  let status = 0;
+  for (const name of names.length ? names : Object.keys(SECTIONS)) {
+    console.error(`\n[bench] ===== ${name} =====`);
+    const r = await SECTIONS[name](args);
+    if (r?.skipped) status = 3;
+  }
+  return status;
+}
+
+if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  main(process.argv.slice(2)).then(
+    (code) => { process.exitCode = code; },
+    (e) => { console.error(e); killAll(); process.exit(1); },
+  );
+}

@@ -59,6 +59,18 @@ export function parseListen(listen: string): { host: string | undefined; port: n
   return { host: host === '' ? undefined : host, port: Number(listen.slice(idx + 1)) };
 }
 
+/** Starts `srv` listening on a `host:port` address; resolves with the bound address. */
+export function listenOn(srv: http.Server, address: string): Promise<AddressInfo> {
+  const { host, port } = parseListen(address);
+  return new Promise((resolve, reject) => {
+    srv.once('error', reject);
+    srv.listen({ host, port }, () => {
+      srv.off('error', reject);
+      resolve(srv.address() as AddressInfo);
+    });
+  });
+}
+
 /** The readiness of a gateway with no external dependencies beyond its config. */
 const noAuthenticator: Authenticator = { authenticate: () => undefined };
 
@@ -141,17 +153,6 @@ export function createApp(opts: AppOptions): App {
   const readiness: ReadinessCheck[] = [{ name: 'config', check: () => started && !draining }];
   const admin = createAdminServer(metrics.registry, () => readiness);
 
-  function listen(srv: http.Server, address: string): Promise<AddressInfo> {
-    const { host, port } = parseListen(address);
-    return new Promise((resolve, reject) => {
-      srv.once('error', reject);
-      srv.listen({ host, port }, () => {
-        srv.off('error', reject);
-        resolve(srv.address() as AddressInfo);
-      });
-    });
-  }
-
   function applyConfig(config: Readonly<Config>): void {
     const old = current;
     if (config.server.listen !== old.config.server.listen || config.server.admin_listen !== old.config.server.admin_listen) {
@@ -170,7 +171,7 @@ export function createApp(opts: AppOptions): App {
     metrics,
     snapshot: () => current,
     async start() {
-      const results = await Promise.allSettled([listen(server, cfg.listen), listen(admin, cfg.admin_listen)]);
+      const results = await Promise.allSettled([listenOn(server, cfg.listen), listenOn(admin, cfg.admin_listen)]);
       const [pub, adm] = results;
       if (pub.status === 'rejected' || adm.status === 'rejected') {
         // Never leave one listener up when the other failed: close what opened, then report.

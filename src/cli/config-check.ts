@@ -1,7 +1,6 @@
 /** `portcullis config check [FILE]`: validates a configuration without starting anything. */
-import { parseArgs } from 'node:util';
 import { formatIssues, loadConfigFile } from '../config/index.js';
-import type { CliIo } from './io.js';
+import { parseCommand, type CliIo } from './io.js';
 
 const USAGE = `Usage: portcullis config check [FILE]
 
@@ -16,17 +15,8 @@ Exit status: 0 valid, 1 invalid or unreadable, 2 bad command line.
  * @returns 0 when valid, 1 when invalid or unreadable, 2 on a usage error.
  */
 export async function runConfigCheck(args: readonly string[], io: CliIo): Promise<number> {
-  let parsed;
-  try {
-    parsed = parseArgs({ args: [...args], options: { help: { type: 'boolean', short: 'h' } }, allowPositionals: true, strict: true });
-  } catch (err) {
-    io.stderr(`${err instanceof Error ? err.message : String(err)}\n\n${USAGE}`);
-    return 2;
-  }
-  if (parsed.values.help === true) {
-    io.stdout(USAGE);
-    return 0;
-  }
+  const parsed = parseCommand(args, {}, USAGE, io, true);
+  if (typeof parsed === 'number') return parsed;
   if (parsed.positionals.length > 1) {
     io.stderr(`config check takes one FILE, got ${parsed.positionals.length}\n\n${USAGE}`);
     return 2;

@@ -2,14 +2,11 @@
  * `portcullis serve [--config FILE] [--echo HOST:PORT]`: runs the gateway until SIGTERM/SIGINT.
  * Reloads the config on SIGHUP and whenever the file changes.
  */
-import type { Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { parseArgs } from 'node:util';
 import { pino, type Logger } from 'pino';
-import { createApp, parseListen } from '../app.js';
+import { createApp, listenOn } from '../app.js';
 import { formatIssues, loadConfigFile, watchConfigFile } from '../config/index.js';
 import { createEchoServer } from '../demo/echo-server.js';
-import type { CliIo } from './io.js';
+import { parseCommand, type CliIo } from './io.js';
 
 const USAGE = `Usage: portcullis serve [--config FILE] [--echo HOST:PORT]
 
@@ -32,31 +29,11 @@ export function createRootLogger(level: string): Logger {
   });
 }
 
-function listenOn(server: Server, address: string): Promise<AddressInfo> {
-  const { host, port } = parseListen(address);
-  return new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen({ host, port }, () => resolve(server.address() as AddressInfo));
-  });
-}
-
 /** Runs the serve command; resolves with the exit code once the gateway has shut down. */
 export async function runServe(args: readonly string[], io: CliIo): Promise<number> {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args: [...args],
-      options: { config: { type: 'string' }, echo: { type: 'string' }, 'log-level': { type: 'string' }, help: { type: 'boolean', short: 'h' } },
-      strict: true,
-    }));
-  } catch (err) {
-    io.stderr(`${err instanceof Error ? err.message : String(err)}\n${USAGE}`);
-    return 2;
-  }
-  if (values.help === true) {
-    io.stdout(USAGE);
-    return 0;
-  }
+  const parsed = parseCommand(args, { config: { type: 'string' }, echo: { type: 'string' }, 'log-level': { type: 'string' } }, USAGE, io);
+  if (typeof parsed === 'number') return parsed;
+  const { values } = parsed;
   const file = values.config ?? io.env.PORTCULLIS_CONFIG ?? 'config/portcullis.yaml';
   const loaded = await loadConfigFile(file, io.env);
   if (!loaded.ok) {

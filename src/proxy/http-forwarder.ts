@@ -186,7 +186,7 @@ export interface UpstreamPoolOptions {
 /** Creates the keep-alive pool for one upstream origin. */
 export function createUpstreamPool(origin: string, opts: UpstreamPoolOptions): Pool {
   return new Pool(origin, {
-    connections: opts.connections ?? 256,
+    connections: opts.connections ?? 64, // 8–64 did best on loopback (docs/adr/0001)
     pipelining: 1,
     connectTimeout: opts.connectTimeoutMs,
     keepAliveTimeout: opts.keepAliveTimeoutMs ?? 4_000,

@@ -292,7 +292,8 @@ export function createPipeline(deps: PipelineDeps) {
       channels.upstreamError.publish({ route: route.id, kind: result.kind });
     }
     if (result.responseStarted || result.kind === 'client-aborted' || res.headersSent || res.destroyed) {
-      log(ctx).warn({ kind: result.kind, err: result.error.message }, 'upstream response failed mid-stream');
+      if (result.kind === 'client-aborted') log(ctx).debug({ err: result.error.message }, 'client went away before the response ended');
+      else log(ctx).warn({ kind: result.kind, err: result.error.message }, 'upstream response failed mid-stream');
       publishEnd(ctx, result.status === 0 ? 499 : result.status, 'error', result.ttfbNs);
       return;
     }

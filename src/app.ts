@@ -15,7 +15,12 @@ import { createChannels, subscribeMetrics } from './metrics/events.js';
 import { createMetrics, type Metrics } from './metrics/metrics.js';
 import { createPipeline, type Authenticator, type GatewayEndpointHandler } from './proxy/pipeline.js';
 import { createPoolRegistry, createSnapshot, type Snapshot } from './proxy/snapshot.js';
+import { createMemoryAuthEventSink, type AuthEventSink } from './audit/auth-events.js';
+import { createAuthenticator } from './identity/authenticator.js';
+import { createIdentityRuntime, type IdentityRuntime } from './identity/runtime.js';
+import { createStore, type Store } from './store/index.js';
 import { errorResponse } from './web/error-response.js';
+import { createGatewayEndpoints } from './web/gateway-endpoints.js';
 
 /** Everything the app needs from outside. */
 export interface AppOptions {
@@ -29,6 +34,12 @@ export interface AppOptions {
   readonly authenticator?: Authenticator;
   /** Collect prom-client's default process metrics (off in tests that build many apps). */
   readonly defaultMetrics?: boolean;
+  /** Use this store instead of building one from `config.store` (tests). */
+  readonly store?: Store;
+  /** Where identity events go (the audit log; in memory until it is configured). */
+  readonly authEvents?: AuthEventSink;
+  /** Lets OIDC talk to an http:// issuer. Only tests set this; production requires https. */
+  readonly allowInsecureOidc?: boolean;
 }
 
 /** The addresses the app listens on once started. */
@@ -71,16 +82,24 @@ export function listenOn(srv: http.Server, address: string): Promise<AddressInfo
   });
 }
 
-/** The readiness of a gateway with no external dependencies beyond its config. */
-const noAuthenticator: Authenticator = { authenticate: () => undefined };
-
-/** Builds the gateway. */
-export function createApp(opts: AppOptions): App {
+/** Builds the gateway: its store, identity, pipeline, listeners and metrics. */
+export async function createApp(opts: AppOptions): Promise<App> {
   const logger = opts.logger;
   const now = opts.now ?? Date.now;
   const metrics = createMetrics({ defaultMetrics: opts.defaultMetrics ?? true });
   const channels = createChannels(randomBytes(6).toString('hex'));
   const unsubscribe = subscribeMetrics(channels, metrics);
+  const store = opts.store ?? createStore(opts.config.store, { logger });
+  const ownsStore = opts.store === undefined;
+  const authEvents = opts.authEvents ?? createMemoryAuthEventSink();
+  let identity: IdentityRuntime;
+  try {
+    identity = await createIdentityRuntime(opts.config, { store, logger, now, ...(opts.allowInsecureOidc === true ? { allowInsecureOidc: true } : {}) });
+  } catch (err) {
+    if (ownsStore) await store.close();
+    unsubscribe();
+    throw err;
+  }
   const pools = createPoolRegistry();
   let version = 1;
   let current = createSnapshot(opts.config, version, pools);
@@ -89,17 +108,26 @@ export function createApp(opts: AppOptions): App {
   let draining = false;
   let started = false;
 
-  const endpoints: GatewayEndpointHandler = (_req, res, ctx) => {
-    // The gateway's own pages and APIs are added by the identity, MFA and audit modules; anything
-    // else under the reserved prefix is a 404 from the gateway, never proxied.
-    const r = errorResponse('GW_ERR_ROUTE_NOT_FOUND', { html: ctx.html, requestId: ctx.id });
-    res.writeHead(r.status, { ...r.headers, 'x-portcullis-request-id': ctx.id }).end(r.body);
-  };
+  const endpoints: GatewayEndpointHandler = createGatewayEndpoints({
+    sessions: identity.sessions,
+    store,
+    localUsers: identity.localUsers,
+    oidc: (id) => identity.oidc(id),
+    signer: identity.signer,
+    events: authEvents,
+    channels,
+    logger,
+    now,
+  });
+  const authenticator =
+    opts.authenticator ??
+    createAuthenticator({ sessions: identity.sessions, bearer: () => identity.bearer(), oidc: (id) => identity.oidc(id), logger, now });
 
   const pipeline = createPipeline({
     snapshot: () => current,
-    authenticator: opts.authenticator ?? noAuthenticator,
+    authenticator,
     endpoints,
+    signAssertion: (who, audience) => identity.signer.sign(who, audience),
     channels,
     logger,
     now,
@@ -150,7 +178,10 @@ export function createApp(opts: AppOptions): App {
     }
   });
 
-  const readiness: ReadinessCheck[] = [{ name: 'config', check: () => started && !draining }];
+  const readiness: ReadinessCheck[] = [
+    { name: 'config', check: () => started && !draining },
+    { name: `store (${store.kind})`, check: () => store.ping() },
+  ];
   const admin = createAdminServer(metrics.registry, () => readiness);
 
   function applyConfig(config: Readonly<Config>): void {
@@ -158,8 +189,10 @@ export function createApp(opts: AppOptions): App {
     if (config.server.listen !== old.config.server.listen || config.server.admin_listen !== old.config.server.admin_listen) {
       logger.warn('server.listen / server.admin_listen changes take effect only after a restart');
     }
+    const next = createSnapshot(config, version + 1, pools);
+    identity.applyConfig(config);
     version += 1;
-    current = createSnapshot(config, version, pools);
+    current = next;
     // Pools the new snapshot no longer uses close once their in-flight requests finish.
     void pools.retainOnly([current]).catch((err: unknown) => {
       logger.warn({ err }, 'closing unused upstream pools failed');
@@ -177,6 +210,7 @@ export function createApp(opts: AppOptions): App {
         // Never leave one listener up when the other failed: close what opened, then report.
         await Promise.all([server, admin].map((s) => new Promise<void>((resolve) => (s.listening ? s.close(() => resolve()) : resolve()))));
         await pools.closeAll();
+        if (ownsStore) await store.close();
         unsubscribe();
         const failed = pub.status === 'rejected' ? { what: 'server.listen', address: cfg.listen, reason: pub.reason as unknown } : { what: 'server.admin_listen', address: cfg.admin_listen, reason: (adm as PromiseRejectedResult).reason as unknown };
         const detail = failed.reason instanceof Error ? failed.reason.message : String(failed.reason);
@@ -220,6 +254,7 @@ export function createApp(opts: AppOptions): App {
       admin.closeAllConnections();
       await closed;
       await pools.closeAll();
+      if (ownsStore) await store.close();
       unsubscribe();
     },
   };

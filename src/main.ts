@@ -8,6 +8,7 @@ import { runConfigCheck } from './cli/config-check.js';
 import { runConfigSchema } from './cli/config-schema.js';
 import { runEcho } from './cli/echo.js';
 import { runServe } from './cli/serve.js';
+import { runUsersAdd } from './cli/users.js';
 
 const USAGE = `Usage: portcullis <command> [options]
 
@@ -15,6 +16,7 @@ Commands:
   serve [--config FILE]        run the gateway (default FILE: $PORTCULLIS_CONFIG, else config/portcullis.yaml)
   config check FILE            validate a configuration file; prints "ok: N routes, M databases"
   config schema                print the configuration's JSON Schema
+  users add NAME --groups a,b  add a local user (password from stdin, else generated and printed)
   echo [--listen HOST:PORT]    run the demo echo upstream
 
 Every command accepts --help.
@@ -26,6 +28,7 @@ const COMMANDS: Readonly<Record<string, Command>> = {
   serve: runServe,
   'config check': runConfigCheck,
   'config schema': runConfigSchema,
+  'users add': runUsersAdd,
   echo: runEcho,
 };
 

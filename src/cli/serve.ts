@@ -3,7 +3,8 @@
  * Reloads the config on SIGHUP and whenever the file changes.
  */
 import { pino, type Logger } from 'pino';
-import { createApp, listenOn } from '../app.js';
+import { createApp, listenOn, type App } from '../app.js';
+import { ensureUsersFile } from '../identity/local-users.js';
 import { formatIssues, loadConfigFile, watchConfigFile } from '../config/index.js';
 import { createEchoServer } from '../demo/echo-server.js';
 import { parseCommand, type CliIo } from './io.js';
@@ -45,7 +46,22 @@ export async function runServe(args: readonly string[], io: CliIo): Promise<numb
   const echo = values.echo === undefined ? undefined : createEchoServer();
   const closeEcho = () => new Promise<void>((resolve) => (echo?.listening === true ? echo.close(() => resolve()) : resolve()));
   let addresses;
-  const app = createApp({ config: loaded.config, configFile: file, logger, env: io.env });
+  let app: App;
+  try {
+    // First start: a local provider without a users file gets one with an `admin` user, whose
+    // password is shown here once.
+    for (const p of loaded.config.identity.providers) {
+      if (p.type !== 'local') continue;
+      const made = await ensureUsersFile(p.users_file);
+      if (made.created && made.adminPassword !== undefined) {
+        io.stdout(`created ${p.users_file} with user "admin" (groups admin, sre); password: ${made.adminPassword}\n(shown once — add users with: portcullis users add NAME --groups a,b)\n`);
+      }
+    }
+    app = await createApp({ config: loaded.config, configFile: file, logger, env: io.env });
+  } catch (err) {
+    io.stderr(`portcullis: ${err instanceof Error ? err.message : String(err)}\n`);
+    return 1;
+  }
   try {
     if (echo !== undefined && values.echo !== undefined) {
       const addr = await listenOn(echo, values.echo).catch((err: unknown) => {

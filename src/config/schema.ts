@@ -143,8 +143,12 @@ const allow = z
   .strictObject({
     groups: z.array(z.string().min(1)).default([]),
     users: z.array(z.string().min(1)).default([]),
+    emails: z.array(z.email({ error: 'expected an e-mail address' })).default([]),
+    email_domains: z
+      .array(z.string().regex(/^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)+$/, 'expected a domain such as example.com'))
+      .default([]),
   })
-  .meta({ description: 'Who may pass: any one listed group or user grants access' });
+  .meta({ description: 'Who may pass: any one listed user, group, e-mail address or e-mail domain grants access' });
 
 const mfaRequirement = z.strictObject({
   factors: z.array(mfaFactor).min(1).default(['webauthn', 'totp']),
@@ -277,6 +281,22 @@ const identity = z.strictObject({
   session: z
     .strictObject({ idle_timeout: duration.prefault('1h'), max_lifetime: duration.prefault('12h') })
     .prefault({}),
+  assertion: z
+    .strictObject({
+      key_file: z.string().min(1).default('data/assertion-keys.json'),
+      algorithm: z.enum(['ES256', 'EdDSA']).default('ES256'),
+      rotate_after: duration.prefault('30d'),
+    })
+    .prefault({})
+    .meta({ description: 'The key ring that signs X-Portcullis-Assertion (JWKS at /.portcullis/jwks.json); share the file between replicas' }),
+  login_limits: z
+    .strictObject({
+      per_user: z.int().positive().default(5),
+      per_ip: z.int().positive().default(20),
+      window: duration.prefault('15m'),
+    })
+    .prefault({})
+    .meta({ description: 'Failed sign-ins allowed per user and per client IP within the window before further attempts are refused' }),
 });
 
 const mfa = z.strictObject({

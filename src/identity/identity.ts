@@ -20,4 +20,6 @@ export interface Identity {
   readonly authTime: number;
   /** The most recent second-factor check, if any. */
   readonly mfa: MfaCheck | undefined;
+  /** How the primary sign-in was made (RFC 8176 values such as `pwd`), when known. */
+  readonly amr?: readonly string[];
 }

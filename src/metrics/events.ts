@@ -24,6 +24,11 @@ export interface WebSocketEvent {
   readonly route: string;
   readonly delta: 1 | -1;
 }
+/** Published after each sign-in attempt. */
+export interface AuthLoginEvent {
+  readonly provider: string;
+  readonly result: 'success' | 'failure' | 'rate_limited';
+}
 /** Published after each config reload attempt. */
 export interface ConfigReloadEvent {
   readonly result: 'success' | 'failure';
@@ -36,6 +41,7 @@ export function createChannels(appId: string) {
     upstreamError: diagnostics.channel(`portcullis:${appId}:upstream:error`),
     websocket: diagnostics.channel(`portcullis:${appId}:websocket`),
     configReload: diagnostics.channel(`portcullis:${appId}:config:reload`),
+    authLogin: diagnostics.channel(`portcullis:${appId}:auth:login`),
   };
 }
 /** The app's channels. */
@@ -64,7 +70,12 @@ export function subscribeMetrics(channels: Channels, metrics: Metrics): () => vo
     const e = msg as ConfigReloadEvent;
     metrics.configReloads.labels(e.result).inc();
   };
+  const onAuthLogin = (msg: unknown) => {
+    const e = msg as AuthLoginEvent;
+    metrics.authLogins.labels(e.provider, e.result).inc();
+  };
   const subscriptions: [diagnostics.Channel, (msg: unknown) => void][] = [
+    [channels.authLogin, onAuthLogin],
     [channels.requestEnd, onRequestEnd],
     [channels.upstreamError, onUpstreamError],
     [channels.websocket, onWebSocket],

@@ -31,12 +31,17 @@ export interface PolicyTarget {
 }
 
 function grant(allow: AllowConfig, identity: Identity): string | undefined {
+  const email = identity.email?.toLowerCase();
   for (const u of allow.users) {
-    if (u === identity.user || (identity.email !== undefined && u.toLowerCase() === identity.email.toLowerCase())) {
-      return `user ${u}`;
-    }
+    if (u === identity.user || (email !== undefined && u.toLowerCase() === email)) return `user ${u}`;
   }
   for (const g of allow.groups) if (identity.groups.includes(g)) return `group ${g}`;
+  if (email !== undefined) {
+    for (const e of allow.emails) if (e.toLowerCase() === email) return `email ${e}`;
+    const at = email.lastIndexOf('@');
+    const domain = at === -1 ? undefined : email.slice(at + 1);
+    for (const d of allow.email_domains) if (domain === d.toLowerCase()) return `email-domain ${d}`;
+  }
   return undefined;
 }
 
@@ -67,5 +72,5 @@ export function evaluatePolicy(target: PolicyTarget, identity: Identity | undefi
       return { effect: 'step_up', reason: 'mfa-stale', detail: `second factor is ${Math.floor(age / 1000)}s old`, requirement: mfa };
     }
   }
-  return { effect: 'allow', reason: granted.startsWith('user') ? 'user-ok' : 'group-ok', detail: granted };
+  return { effect: 'allow', reason: `${granted.slice(0, granted.indexOf(' '))}-ok`, detail: granted };
 }

@@ -44,7 +44,7 @@ const GATEWAY_OWNED = new Set([
 const OWNED_PREFIXES = ['x-portcullis-', 'x-forwarded-'];
 
 /** Names of the gateway's session cookies; never forwarded to an upstream. */
-export const SESSION_COOKIE_NAMES: readonly string[] = ['__Host-portcullis', 'portcullis_session'];
+export const SESSION_COOKIE_NAMES: readonly string[] = ['__Host-portcullis', 'portcullis_session', '__Host-portcullis-csrf', 'portcullis_csrf'];
 
 /** Canonical comparison form of a header name: lower case, `_` read as `-`. */
 export function headerKey(name: string): string {
@@ -103,6 +103,8 @@ export interface ForwardingFacts {
   readonly identityHeaders?: readonly (readonly [string, string])[];
   /** Keep `Upgrade`/`Connection: upgrade` (WebSocket handshakes). */
   readonly keepUpgrade?: boolean;
+  /** Drop `Authorization` (it carried the bearer token the gateway itself consumed). */
+  readonly dropAuthorization?: boolean;
   /** The request's Content-Length, when it has one, re-emitted once. */
   readonly contentLength?: string | undefined;
 }
@@ -128,6 +130,7 @@ export function buildUpstreamHeaders(rawHeaders: readonly string[], facts: Forwa
       cookies.push(value);
       continue;
     }
+    if (key === 'authorization' && facts.dropAuthorization === true) continue;
     if (isOwnedOrHopByHop(key, dropNamed)) {
       if (facts.peerTrusted && key === name.toLowerCase()) {
         if (key === 'x-forwarded-for') incomingXff = incomingXff === undefined ? value : `${incomingXff}, ${value}`;

@@ -11,7 +11,7 @@ import { randomUUID } from 'node:crypto';
 import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
-import type { ErrorCode } from '../errors/index.js';
+import { GatewayError, isGatewayError, type ErrorCode } from '../errors/index.js';
 import type { Identity } from '../identity/index.js';
 import type { Channels } from '../metrics/events.js';
 import { evaluatePolicy, type Decision } from '../policy/index.js';
@@ -74,6 +74,8 @@ export interface PipelineDeps {
   readonly track: <T>(work: Promise<T>) => Promise<T>;
   /** Whether the gateway is draining for shutdown (responses then carry Connection: close). */
   readonly draining: () => boolean;
+  /** Signs the X-Portcullis-Assertion JWT for an identity and a route (audience). */
+  readonly signAssertion?: (identity: Identity, audience: string) => Promise<string>;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -127,6 +129,18 @@ function reservedStep(ctx: RequestContext): Verdict | undefined {
 /** Step 4: some route must match. */
 function routeStep(ctx: RequestContext): Verdict | undefined {
   return ctx.match === undefined ? fail(ctx, 'GW_ERR_ROUTE_NOT_FOUND', 'not_found') : undefined;
+}
+
+/**
+ * Step 5: who is asking. A store that cannot answer means nobody can be recognised: the request is
+ * refused with 503 (closed), never treated as anonymous-but-allowed.
+ */
+async function authenticateStep(req: IncomingMessage, ctx: RequestContext, deps: PipelineDeps): Promise<Identity | undefined> {
+  try {
+    return await deps.authenticator.authenticate(req, ctx.snapshot);
+  } catch (err) {
+    throw new GatewayError('GW_ERR_STORE_UNAVAILABLE', undefined, { cause: err });
+  }
 }
 
 /** Step 6: policy decides; non-allow decisions become the SPEC §3 responses. */
@@ -189,11 +203,19 @@ function contextFor(req: IncomingMessage, deps: PipelineDeps): RequestContext {
  * matched and is not public.
  */
 async function runSteps(req: IncomingMessage, ctx: RequestContext, deps: PipelineDeps): Promise<Verdict> {
-  const early = normalizeStep(req, ctx) ?? reservedStep(ctx) ?? routeStep(ctx);
+  const bad = normalizeStep(req, ctx);
+  if (bad !== undefined) return bad;
+  const reserved = reservedStep(ctx);
+  if (reserved !== undefined) {
+    // The gateway's own endpoints (`me`, `logout` …) need to know who is asking too.
+    ctx.identity = await authenticateStep(req, ctx, deps);
+    return reserved;
+  }
+  const early = routeStep(ctx);
   if (early !== undefined) return early;
   const match = ctx.match;
   if (match === undefined) return fail(ctx, 'GW_ERR_ROUTE_NOT_FOUND', 'not_found');
-  if (!match.route.public) ctx.identity = await deps.authenticator.authenticate(req, ctx.snapshot);
+  if (!match.route.public) ctx.identity = await authenticateStep(req, ctx, deps);
   return decideStep(ctx, match, deps.now());
 }
 
@@ -244,6 +266,15 @@ export function createPipeline(deps: PipelineDeps) {
     });
   }
 
+  /** X-Portcullis-User/-Email/-Groups/-MFA and the signed assertion, for a signed-in identity. */
+  async function upstreamIdentity(ctx: RequestContext, routeId: string): Promise<(readonly [string, string])[]> {
+    const identity = ctx.identity;
+    if (identity === undefined) return [];
+    const headers = identityHeaders(identity, deps.now());
+    if (deps.signAssertion !== undefined) headers.push(['x-portcullis-assertion', await deps.signAssertion(identity, routeId)]);
+    return headers;
+  }
+
   async function forward(req: IncomingMessage, res: ServerResponse, ctx: RequestContext, match: RouteMatch): Promise<void> {
     const { snapshot } = ctx;
     const route = match.route;
@@ -269,7 +300,8 @@ export function createPipeline(deps: PipelineDeps) {
       host,
       upstreamHost: route.preserve_host ? host : upstream.url.host,
       requestId: ctx.id,
-      identityHeaders: ctx.identity === undefined ? [] : identityHeaders(ctx.identity, deps.now()),
+      identityHeaders: await upstreamIdentity(ctx, route.id),
+      dropAuthorization: ctx.identity?.auth === 'bearer',
       contentLength: hasContentLength ? cl : undefined,
     });
     const result = await forwardHttp(req, res, {
@@ -333,12 +365,14 @@ export function createPipeline(deps: PipelineDeps) {
           return;
       }
     } catch (err) {
-      log(ctx).error({ err }, 'request failed inside the gateway');
+      const known = isGatewayError(err);
+      if (known) log(ctx).warn({ code: err.code, err: err.cause }, err.message);
+      else log(ctx).error({ err }, 'request failed inside the gateway');
       if (!res.headersSent) {
-        const v = fail(ctx, 'GW_ERR_GATEWAY_INTERNAL', 'error');
+        const v = fail(ctx, known ? err.code : 'GW_ERR_GATEWAY_INTERNAL', 'error');
         if (v.kind === 'respond') writeResponse(res, v.response, ctx.id, true);
       } else res.destroy();
-      publishEnd(ctx, 500, 'error', undefined);
+      publishEnd(ctx, known ? err.status : 500, 'error', undefined);
     }
   }
 
@@ -387,7 +421,8 @@ export function createPipeline(deps: PipelineDeps) {
         host,
         upstreamHost: route.preserve_host ? host : upstream.url.host,
         requestId: ctx.id,
-        identityHeaders: ctx.identity === undefined ? [] : identityHeaders(ctx.identity, deps.now()),
+        identityHeaders: await upstreamIdentity(ctx, route.id),
+        dropAuthorization: ctx.identity?.auth === 'bearer',
         keepUpgrade: true,
       });
       const state = { opened: false };

@@ -34,6 +34,10 @@ describe('evaluatePolicy', () => {
     ['allows a fresh WebAuthn check within max_age', admin, 0, { ...withMfa('webauthn', 599), groups: ['sre'] }, 'allow', 'group-ok'],
     ['refuses a factor the rule does not accept', admin, 0, { ...withMfa('totp', 1), groups: ['sre'] }, 'step_up', 'mfa-factor-not-allowed'],
     ['matches allowed users by e-mail case-insensitively', mfaRoute, undefined, withMfa('totp', 30), 'allow', 'user-ok'],
+    ['allows a listed e-mail address case-insensitively', route({ allow: { emails: ['Alice@Example.com'] } }), undefined, alice, 'allow', 'email-ok'],
+    ['allows a listed e-mail domain', route({ allow: { email_domains: ['example.com'] } }), undefined, alice, 'allow', 'email-domain-ok'],
+    ['refuses a look-alike e-mail domain', route({ allow: { email_domains: ['ample.com'] } }), undefined, alice, 'deny', 'not-in-allow-list'],
+    ['refuses an identity without e-mail on an e-mail domain rule', route({ allow: { email_domains: ['example.com'] } }), undefined, { ...alice, email: undefined }, 'deny', 'not-in-allow-list'],
     ['refuses a second factor dated in the future', mfaRoute, undefined, withMfa('totp', -3600), 'step_up', 'mfa-stale'],
   ];
   it.each(cases)('%s', (_name, r, ruleIndex, identity, effect, reason) => {

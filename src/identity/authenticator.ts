@@ -1,0 +1,95 @@
+/**
+ * Finds who is asking (the pipeline's Authenticator port): an `Authorization: Bearer` JWT from a
+ * configured issuer, else the session cookie. A request that presents a bearer token is judged by
+ * that token alone — an invalid token never falls back to a cookie.
+ */
+import type { IncomingMessage } from 'node:http';
+import type { Logger } from 'pino';
+import type { Authenticator } from '../proxy/pipeline.js';
+import type { Snapshot } from '../proxy/snapshot.js';
+import { readCookie, cookiePolicy } from '../web/cookies.js';
+import type { BearerVerifier } from './bearer-verifier.js';
+import type { Identity } from './identity.js';
+import type { OidcClient } from './oidc-client.js';
+import type { Session, SessionManager } from './sessions.js';
+
+/** What the authenticator needs. */
+export interface AuthenticatorDeps {
+  readonly sessions: SessionManager;
+  /** The bearer verifier for the current configuration (undefined: no bearer issuers). */
+  readonly bearer: () => BearerVerifier | undefined;
+  /** The OIDC client of a provider, to refresh sessions whose IdP tokens expired. */
+  readonly oidc: (providerId: string) => Promise<OidcClient | undefined>;
+  readonly logger: Logger;
+  readonly now: () => number;
+}
+
+const BEARER_RE = /^Bearer +([A-Za-z0-9_.~+/=-]+)$/;
+
+/** Creates the authenticator. */
+export function createAuthenticator(deps: AuthenticatorDeps): Authenticator {
+  const refreshing = new Map<string, Promise<Session | undefined>>();
+
+  /** Re-validates an OIDC session whose access token expired; undefined when the IdP says no. */
+  async function refresh(session: Session): Promise<Session | undefined> {
+    const token = session.record.oidc?.refreshToken;
+    if (token === undefined) return session;
+    const client = await deps.oidc(session.record.provider);
+    if (client === undefined) return session;
+    try {
+      const r = await client.refresh(token);
+      return await deps.sessions.update(session, { groups: r.groups, email: r.email, oidc: { refreshToken: r.refreshToken ?? token, expiresAt: r.expiresAt } });
+    } catch (err) {
+      deps.logger.info({ err, provider: session.record.provider }, 'OIDC refresh refused; ending the session');
+      await deps.sessions.revoke(session);
+      return undefined;
+    }
+  }
+
+  async function fromSession(id: string): Promise<Identity | undefined> {
+    let session = await deps.sessions.get(id);
+    if (session === undefined) return undefined;
+    const expiresAt = session.record.oidc?.expiresAt;
+    if (expiresAt !== undefined && expiresAt < deps.now() && session.record.oidc?.refreshToken !== undefined) {
+      let pending = refreshing.get(id);
+      if (pending === undefined) {
+        pending = refresh(session).finally(() => refreshing.delete(id));
+        refreshing.set(id, pending);
+      }
+      session = await pending;
+      if (session === undefined) return undefined;
+    }
+    return deps.sessions.identityOf(session);
+  }
+
+  async function fromBearer(token: string): Promise<Identity | undefined> {
+    const verifier = deps.bearer();
+    if (verifier === undefined) return undefined;
+    const r = await verifier.verify(token);
+    if (!r.ok) return undefined;
+    const c = r.claims;
+    return {
+      user: c.user,
+      email: c.email,
+      groups: c.groups,
+      provider: c.issuer,
+      auth: 'bearer',
+      session: undefined,
+      authTime: c.authTime ?? deps.now(),
+      mfa: undefined,
+      amr: c.amr,
+    };
+  }
+
+  return {
+    authenticate(req: IncomingMessage, snapshot: Snapshot): Promise<Identity | undefined> | undefined {
+      const authorization = req.headers.authorization;
+      if (authorization !== undefined) {
+        const m = BEARER_RE.exec(authorization);
+        return m?.[1] === undefined ? undefined : fromBearer(m[1]);
+      }
+      const id = readCookie(req.headers.cookie, cookiePolicy(snapshot.config.server.public_url).session);
+      return id === undefined ? undefined : fromSession(id);
+    },
+  };
+}

@@ -1,0 +1,433 @@
+/**
+ * The gateway's own endpoints under `/.portcullis/` (SPEC §3): login (local form and OIDC), the OIDC
+ * callback, the cross-host session hand-off, logout, `me` and `jwks.json`. Every state-changing
+ * endpoint is a POST with a CSRF token and a same-origin check; every redirect target is a
+ * same-origin path; every sign-in outcome is an `auth` event.
+ */
+import { randomBytes } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Logger } from 'pino';
+import type { AuthEvent, AuthEventSink } from '../audit/auth-events.js';
+import type { AssertionSigner } from '../identity/assertion-signer.js';
+import type { LocalUser } from '../identity/local-users.js';
+import { OidcLoginError, type OidcClient, type PendingLogin } from '../identity/oidc-client.js';
+import { sessionReference, type Session, type SessionManager } from '../identity/sessions.js';
+import type { Channels } from '../metrics/events.js';
+import type { GatewayEndpointHandler, RequestContext } from '../proxy/pipeline.js';
+import { canonicalizeHost, sameHost } from '../routing/index.js';
+import type { Store } from '../store/store.js';
+import { clearCookie, cookiePolicy, readCookie, safeEqual, sameOriginRequest, setCookie, type CookiePolicy } from './cookies.js';
+import { errorResponse, renderPage, escapeHtml, type GatewayResponse } from './error-response.js';
+import { loginPage, logoutPage, signedOutPage, type ProviderChoice } from './identity-pages.js';
+import { safeReturnPath } from './return-path.js';
+
+/** Something that can check a local user's password. */
+export interface LocalUserVerifier {
+  verify(username: string, password: string): Promise<LocalUser | undefined>;
+}
+
+/** What the endpoints need. */
+export interface GatewayEndpointDeps {
+  readonly sessions: SessionManager;
+  readonly store: Store;
+  /** Local user directories, by provider id. */
+  readonly localUsers: ReadonlyMap<string, LocalUserVerifier>;
+  /** The OIDC client for a provider id (discovered lazily), or undefined when there is none. */
+  readonly oidc: (providerId: string) => Promise<OidcClient | undefined>;
+  readonly signer: AssertionSigner;
+  readonly events: AuthEventSink;
+  readonly channels: Channels;
+  readonly logger: Logger;
+  readonly now: () => number;
+}
+
+const FORM_LIMIT = 8 * 1024;
+const LOGIN_CSRF_TTL_MS = 30 * 60_000;
+const OIDC_STATE_TTL_MS = 10 * 60_000;
+const HANDOFF_TTL_MS = 60_000;
+
+interface PendingOidc {
+  readonly pending: PendingLogin;
+  readonly provider: string;
+  readonly host: string;
+  readonly rd: string;
+  readonly binding: string;
+}
+
+class FormError extends Error {}
+
+/** Reads an `application/x-www-form-urlencoded` body of at most FORM_LIMIT bytes. */
+async function readForm(req: IncomingMessage): Promise<URLSearchParams> {
+  const type = (req.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase();
+  if (type !== 'application/x-www-form-urlencoded') throw new FormError('expected a form post');
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > FORM_LIMIT) throw new FormError('form too large');
+    chunks.push(chunk);
+  }
+  return new URLSearchParams(Buffer.concat(chunks).toString('utf8'));
+}
+
+function send(res: ServerResponse, ctx: RequestContext, r: GatewayResponse, cookies: readonly string[] = []): void {
+  const headers: Record<string, string | string[]> = { ...r.headers, 'x-portcullis-request-id': ctx.id };
+  if (cookies.length > 0) headers['set-cookie'] = [...cookies];
+  res.writeHead(r.status, headers).end(r.body);
+}
+
+const PAGE_HEADERS = {
+  'content-type': 'text/html; charset=utf-8',
+  'cache-control': 'no-store',
+  'x-content-type-options': 'nosniff',
+  'referrer-policy': 'no-referrer',
+  'x-frame-options': 'DENY',
+  'content-security-policy': "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
+} as const;
+
+function page(status: number, html: string): GatewayResponse {
+  return { status, headers: PAGE_HEADERS, body: html };
+}
+
+function json(status: number, body: unknown, extra: Record<string, string> = {}): GatewayResponse {
+  return { status, headers: { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store', 'x-content-type-options': 'nosniff', ...extra }, body: `${JSON.stringify(body)}\n` };
+}
+
+function redirect(location: string, status = 303): GatewayResponse {
+  return { status, headers: { location, 'cache-control': 'no-store', 'referrer-policy': 'no-referrer', 'content-type': 'text/plain; charset=utf-8' }, body: '' };
+}
+
+function notFound(ctx: RequestContext): GatewayResponse {
+  return errorResponse('GW_ERR_ROUTE_NOT_FOUND', { html: ctx.html, requestId: ctx.id });
+}
+
+function queryParams(ctx: RequestContext): URLSearchParams {
+  return new URLSearchParams(ctx.query ?? '');
+}
+
+/** Creates the handler for everything under `/.portcullis/`. */
+export function createGatewayEndpoints(deps: GatewayEndpointDeps): GatewayEndpointHandler {
+  const { sessions, store, events, now } = deps;
+
+  function emit(ctx: RequestContext, req: IncomingMessage, e: Pick<AuthEvent, 'action' | 'provider' | 'user' | 'reason' | 'session'>): void {
+    const event: AuthEvent = {
+      kind: 'auth',
+      ...e,
+      user: e.user === undefined ? undefined : e.user.slice(0, 256),
+      requestId: ctx.id,
+      client: { ip: ctx.clientIp, userAgent: req.headers['user-agent']?.slice(0, 512) },
+      at: now(),
+    };
+    events.emit(event);
+    deps.logger.info({ reqId: ctx.id, event: { ...event, client: undefined } }, `auth ${e.action}`);
+    if (e.action === 'login' || e.action === 'login_failure' || e.action === 'login_rate_limited') {
+      const result = e.action === 'login' ? 'success' : e.action === 'login_failure' ? 'failure' : 'rate_limited';
+      deps.channels.authLogin.publish({ provider: e.provider, result });
+    }
+  }
+
+  function policyFor(ctx: RequestContext): CookiePolicy {
+    return cookiePolicy(ctx.snapshot.config.server.public_url);
+  }
+
+  function origin(ctx: RequestContext, req: IncomingMessage): string {
+    return `${ctx.snapshot.scheme}://${(req.headers.host ?? '').toLowerCase()}`;
+  }
+
+  function providers(ctx: RequestContext): ProviderChoice[] {
+    return ctx.snapshot.config.identity.providers.map((p) => ({ id: p.id, type: p.type }));
+  }
+
+  async function currentSession(req: IncomingMessage, policy: CookiePolicy): Promise<Session | undefined> {
+    const id = readCookie(req.headers.cookie, policy.session);
+    return id === undefined ? undefined : sessions.get(id);
+  }
+
+  function sessionCookie(ctx: RequestContext, policy: CookiePolicy, id: string): string {
+    return setCookie(policy, policy.session, id, ctx.snapshot.config.identity.session.max_lifetime / 1000);
+  }
+
+  // --- login page and local sign-in ---------------------------------------------------------
+
+  async function showLogin(ctx: RequestContext, res: ServerResponse, opts: { rd: string; status?: number; error?: string; username?: string }): Promise<void> {
+    const policy = policyFor(ctx);
+    const csrf = randomBytes(24).toString('base64url');
+    await store.set(`login-csrf:${csrf}`, '1', LOGIN_CSRF_TTL_MS);
+    const html = loginPage({
+      providers: providers(ctx),
+      rd: opts.rd,
+      csrf,
+      ...(opts.error === undefined ? {} : { error: opts.error }),
+      ...(opts.username === undefined ? {} : { username: opts.username }),
+    });
+    send(res, ctx, page(opts.status ?? 200, html), [setCookie(policy, policy.csrf, csrf, LOGIN_CSRF_TTL_MS / 1000)]);
+  }
+
+  async function localLogin(req: IncomingMessage, res: ServerResponse, ctx: RequestContext): Promise<void> {
+    const policy = policyFor(ctx);
+    let form: URLSearchParams;
+    try {
+      form = await readForm(req);
+    } catch (err) {
+      send(res, ctx, errorResponse('GW_ERR_REQUEST_HEADERS', { html: true, requestId: ctx.id, message: err instanceof FormError ? `Bad sign-in form: ${err.message}.` : 'Bad sign-in form.' }));
+      return;
+    }
+    const rd = safeReturnPath(form.get('rd'));
+    const username = (form.get('username') ?? '').trim();
+    const password = form.get('password') ?? '';
+    const formCsrf = form.get('csrf') ?? '';
+    const cookieCsrf = readCookie(req.headers.cookie, policy.csrf) ?? '';
+    const csrfOk = formCsrf !== '' && safeEqual(formCsrf, cookieCsrf) && sameOriginRequest(req.headers, origin(ctx, req)) && (await store.take(`login-csrf:${formCsrf}`)) !== undefined;
+    const localProviders = [...deps.localUsers.keys()];
+    const providerId = localProviders[0] ?? 'local';
+    if (!csrfOk) {
+      emit(ctx, req, { action: 'login_failure', provider: providerId, user: username, reason: 'csrf', session: undefined });
+      await showLogin(ctx, res, { rd, status: 403, error: 'Your sign-in form expired or came from another site. Please try again.' });
+      return;
+    }
+    const limits = ctx.snapshot.config.identity.login_limits;
+    const userKey = `login-fail:user:${username.toLowerCase().slice(0, 256)}`;
+    const ipKey = `login-fail:ip:${ctx.clientIp}`;
+    const [userFails, ipFails] = await Promise.all([store.get(userKey), store.get(ipKey)]);
+    if (Number(userFails ?? 0) >= limits.per_user || Number(ipFails ?? 0) >= limits.per_ip) {
+      emit(ctx, req, { action: 'login_rate_limited', provider: providerId, user: username, reason: Number(ipFails ?? 0) >= limits.per_ip ? 'per-ip-limit' : 'per-user-limit', session: undefined });
+      await showLogin(ctx, res, { rd, status: 429, error: 'Too many failed sign-ins. Please wait a few minutes and try again.', username });
+      return;
+    }
+    let user: LocalUser | undefined;
+    let via = providerId;
+    for (const [id, dir] of deps.localUsers) {
+      user = await dir.verify(username, password);
+      if (user !== undefined) {
+        via = id;
+        break;
+      }
+    }
+    if (user === undefined || username === '' || password === '') {
+      await Promise.all([store.increment(userKey, limits.window), store.increment(ipKey, limits.window)]);
+      emit(ctx, req, { action: 'login_failure', provider: providerId, user: username, reason: 'bad-credentials', session: undefined });
+      await showLogin(ctx, res, { rd, status: 401, error: 'Wrong user name or password.', username });
+      return;
+    }
+    // A sign-in always starts a new session: whatever session id the browser had (possibly one an
+    // attacker planted) is revoked and never reused.
+    const previous = await currentSession(req, policy);
+    if (previous !== undefined) await sessions.revoke(previous);
+    const session = await sessions.create({ user: user.name, email: user.email, groups: user.groups, provider: via, method: 'pwd', authTime: now() });
+    emit(ctx, req, { action: 'login', provider: via, user: user.name, reason: 'password', session: sessionReference(session.id) });
+    send(res, ctx, redirect(rd), [sessionCookie(ctx, policy, session.id), clearCookie(policy, policy.csrf)]);
+  }
+
+  // --- OIDC -----------------------------------------------------------------------------------
+
+  function publicOrigin(ctx: RequestContext): URL {
+    return new URL(ctx.snapshot.config.server.public_url);
+  }
+
+  function onPublicHost(ctx: RequestContext, req: IncomingMessage): boolean {
+    const pub = canonicalizeHost(publicOrigin(ctx).host, ctx.snapshot.scheme);
+    const here = canonicalizeHost(req.headers.host ?? '', ctx.snapshot.scheme);
+    return pub !== undefined && here !== undefined && sameHost(pub, here);
+  }
+
+  /** A host the gateway serves (a route's host or the public URL's), canonical; else undefined. */
+  function servedHost(ctx: RequestContext, raw: string): string | undefined {
+    const h = canonicalizeHost(raw, ctx.snapshot.scheme);
+    if (h === undefined) return undefined;
+    const pub = canonicalizeHost(publicOrigin(ctx).host, ctx.snapshot.scheme);
+    if (pub !== undefined && sameHost(pub, h)) return raw.toLowerCase();
+    return ctx.snapshot.routes.match(h, [], 'GET') === undefined ? undefined : raw.toLowerCase();
+  }
+
+  async function beginOidc(req: IncomingMessage, res: ServerResponse, ctx: RequestContext, providerId: string): Promise<void> {
+    const q = queryParams(ctx);
+    const rd = safeReturnPath(q.get('rd'));
+    const client = await deps.oidc(providerId);
+    if (client === undefined) {
+      send(res, ctx, notFound(ctx));
+      return;
+    }
+    if (!onPublicHost(ctx, req)) {
+      // The state cookie and the IdP's redirect URI live on the public URL's host; go there first,
+      // remembering which host to come back to.
+      const target = new URL(`/.portcullis/login/oidc/${encodeURIComponent(providerId)}`, publicOrigin(ctx));
+      target.searchParams.set('rd', rd);
+      target.searchParams.set('host', (req.headers.host ?? '').toLowerCase());
+      send(res, ctx, redirect(target.href, 302));
+      return;
+    }
+    const host = servedHost(ctx, q.get('host') ?? (req.headers.host ?? ''));
+    if (host === undefined) {
+      send(res, ctx, errorResponse('GW_ERR_REQUEST_HOST', { html: ctx.html, requestId: ctx.id, message: 'That host is not served by this gateway.' }));
+      return;
+    }
+    const policy = policyFor(ctx);
+    const { url, pending } = await client.beginLogin();
+    const binding = randomBytes(24).toString('base64url');
+    const saved: PendingOidc = { pending, provider: providerId, host, rd, binding };
+    await store.set(`oidc-state:${pending.state}`, JSON.stringify(saved), OIDC_STATE_TTL_MS);
+    send(res, ctx, redirect(url, 302), [setCookie(policy, policy.csrf, binding, OIDC_STATE_TTL_MS / 1000)]);
+  }
+
+  async function oidcCallback(req: IncomingMessage, res: ServerResponse, ctx: RequestContext): Promise<void> {
+    const policy = policyFor(ctx);
+    const q = queryParams(ctx);
+    const state = q.get('state') ?? '';
+    const raw = state === '' ? undefined : await store.take(`oidc-state:${state}`);
+    const fail = (provider: string, reason: string): void => {
+      emit(ctx, req, { action: 'login_failure', provider, user: undefined, reason, session: undefined });
+      send(res, ctx, page(400, renderPage('Sign-in failed', `<h1>Sign-in failed</h1><p>The sign-in could not be completed (${escapeHtml(reason)}).</p><p><a href="/.portcullis/login">Try again</a></p>`)), [clearCookie(policy, policy.csrf)]);
+    };
+    if (raw === undefined) {
+      fail('oidc', 'state-mismatch');
+      return;
+    }
+    const saved = JSON.parse(raw) as PendingOidc;
+    const binding = readCookie(req.headers.cookie, policy.csrf) ?? '';
+    if (!safeEqual(binding, saved.binding)) {
+      fail(saved.provider, 'browser-binding-mismatch');
+      return;
+    }
+    const client = await deps.oidc(saved.provider);
+    if (client === undefined) {
+      fail(saved.provider, 'unknown-provider');
+      return;
+    }
+    let result;
+    try {
+      const callbackUrl = new URL(`${ctx.path ?? '/'}${ctx.query === undefined ? '' : `?${ctx.query}`}`, publicOrigin(ctx));
+      result = await client.completeLogin(callbackUrl, saved.pending);
+    } catch (err) {
+      const reason = err instanceof OidcLoginError ? err.reason : 'idp-error';
+      deps.logger.warn({ reqId: ctx.id, err }, 'OIDC sign-in failed');
+      fail(saved.provider, reason);
+      return;
+    }
+    const previous = await currentSession(req, policy);
+    if (previous !== undefined) await sessions.revoke(previous);
+    const session = await sessions.create({
+      user: result.user,
+      email: result.email,
+      groups: result.groups,
+      provider: saved.provider,
+      method: 'oidc',
+      authTime: result.authTime ?? now(),
+      oidc: { refreshToken: result.refreshToken, expiresAt: result.expiresAt },
+    });
+    emit(ctx, req, { action: 'login', provider: saved.provider, user: result.user, reason: 'oidc', session: sessionReference(session.id) });
+    const cookies = [sessionCookie(ctx, policy, session.id), clearCookie(policy, policy.csrf)];
+    const here = (req.headers.host ?? '').toLowerCase();
+    if (saved.host === here) {
+      send(res, ctx, redirect(saved.rd), cookies);
+      return;
+    }
+    // Hand the session to the host the user came from: a single-use code, bound to that host.
+    const code = randomBytes(32).toString('base64url');
+    await store.set(`handoff:${code}`, JSON.stringify({ session: session.id, host: saved.host }), HANDOFF_TTL_MS);
+    const target = new URL('/.portcullis/session', `${ctx.snapshot.scheme}://${saved.host}`);
+    target.searchParams.set('code', code);
+    target.searchParams.set('rd', saved.rd);
+    send(res, ctx, redirect(target.href), cookies);
+  }
+
+  async function sessionHandoff(req: IncomingMessage, res: ServerResponse, ctx: RequestContext): Promise<void> {
+    const policy = policyFor(ctx);
+    const q = queryParams(ctx);
+    const code = q.get('code') ?? '';
+    const raw = code === '' ? undefined : await store.take(`handoff:${code}`);
+    const saved = raw === undefined ? undefined : (JSON.parse(raw) as { session: string; host: string });
+    if (saved?.host !== (req.headers.host ?? '').toLowerCase()) {
+      send(res, ctx, page(400, renderPage('Sign-in failed', '<h1>Sign-in failed</h1><p>This sign-in link is invalid or was already used.</p><p><a href="/.portcullis/login">Sign in</a></p>')));
+      return;
+    }
+    send(res, ctx, redirect(safeReturnPath(q.get('rd'))), [sessionCookie(ctx, policy, saved.session)]);
+  }
+
+  // --- logout, me, jwks -------------------------------------------------------------------------
+
+  async function logout(req: IncomingMessage, res: ServerResponse, ctx: RequestContext): Promise<void> {
+    const policy = policyFor(ctx);
+    const session = await currentSession(req, policy);
+    if (req.method !== 'POST') {
+      send(res, ctx, page(200, logoutPage(session?.record.csrf)));
+      return;
+    }
+    let token = '';
+    try {
+      token = (await readForm(req)).get('csrf') ?? '';
+    } catch {
+      token = '';
+    }
+    if (session === undefined) {
+      send(res, ctx, page(200, signedOutPage()), [clearCookie(policy, policy.session)]);
+      return;
+    }
+    if (!safeEqual(token, session.record.csrf) || !sameOriginRequest(req.headers, origin(ctx, req))) {
+      send(res, ctx, page(403, renderPage('Sign out', '<h1>Sign out refused</h1><p>The request did not come from this site. Use the sign-out button.</p><p><a href="/.portcullis/logout">Sign out</a></p>')));
+      return;
+    }
+    await sessions.revoke(session);
+    emit(ctx, req, { action: 'logout', provider: session.record.provider, user: session.record.user, reason: 'user', session: sessionReference(session.id) });
+    send(res, ctx, page(200, signedOutPage()), [clearCookie(policy, policy.session)]);
+  }
+
+  function me(res: ServerResponse, ctx: RequestContext): void {
+    const id = ctx.identity;
+    if (id === undefined) {
+      send(res, ctx, errorResponse('GW_ERR_AUTH_REQUIRED', { html: false, requestId: ctx.id, extraHeaders: { 'www-authenticate': 'Bearer realm="portcullis"' } }));
+      return;
+    }
+    const at = now();
+    send(
+      res,
+      ctx,
+      json(200, {
+        user: id.user,
+        email: id.email ?? null,
+        groups: id.groups,
+        provider: id.provider,
+        auth: id.auth,
+        auth_time: Math.floor(id.authTime / 1000),
+        amr: id.amr ?? [],
+        session: id.session ?? null,
+        mfa: id.mfa === undefined ? null : { factor: id.mfa.factor, age_s: Math.max(0, Math.floor((at - id.mfa.at) / 1000)) },
+      }),
+    );
+  }
+
+  return async (req, res, ctx) => {
+    const [, first, second] = ctx.segments;
+    const method = req.method ?? 'GET';
+    switch (first) {
+      case 'login':
+        if (second === undefined && method === 'GET') return showLogin(ctx, res, { rd: safeReturnPath(queryParams(ctx).get('rd')) });
+        if (second === undefined && method === 'POST') return localLogin(req, res, ctx);
+        if (second === 'oidc' && ctx.segments[3] !== undefined && ctx.segments.length === 4 && method === 'GET') return beginOidc(req, res, ctx, ctx.segments[3]);
+        break;
+      case 'callback':
+        if (second === undefined && method === 'GET') return oidcCallback(req, res, ctx);
+        break;
+      case 'session':
+        if (second === undefined && method === 'GET') return sessionHandoff(req, res, ctx);
+        break;
+      case 'logout':
+        if (second === undefined && (method === 'GET' || method === 'POST')) return logout(req, res, ctx);
+        break;
+      case 'me':
+        if (second === undefined && method === 'GET') {
+          me(res, ctx);
+          return;
+        }
+        break;
+      case 'jwks.json':
+        if (second === undefined && method === 'GET') {
+          send(res, ctx, json(200, deps.signer.jwks(), { 'cache-control': 'public, max-age=300' }));
+          return;
+        }
+        break;
+      default:
+        break;
+    }
+    send(res, ctx, notFound(ctx));
+  };
+}

@@ -8,8 +8,9 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
   npm ci --no-audit --no-fund
 fi
 missing=()
-for bin in redis-server; do
-  command -v "$bin" >/dev/null 2>&1 || missing+=("$bin")
+# binary:Debian package
+for pair in redis-server:redis-server redis-cli:redis-tools; do
+  command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
@@ -19,4 +20,13 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "missing: ${missing[*]} — install them with: sudo apt-get install -y ${missing[*]}" >&2
     exit 1
   fi
+fi
+
+# The shared Redis the machine normally starts on 127.0.0.1:6379 (store contract tests use it with
+# their own key prefix); start one the same way if it is not answering.
+if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+  echo "== starting redis-server on 127.0.0.1:6379"
+  mkdir -p /tmp/portcullis-redis
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no --dir /tmp/portcullis-redis --logfile /tmp/portcullis-redis/redis.log
+  for _ in $(seq 1 50); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 0.1; done
 fi

@@ -121,7 +121,7 @@ export async function createApp(opts: AppOptions): Promise<App> {
   });
   const authenticator =
     opts.authenticator ??
-    createAuthenticator({ sessions: identity.sessions, bearer: () => identity.bearer(), oidc: (id) => identity.oidc(id), logger, now });
+    createAuthenticator({ sessions: identity.sessions, bearer: () => identity.bearer(), oidc: (id) => identity.oidc(id), logger, now, events: authEvents });
 
   const pipeline = createPipeline({
     snapshot: () => current,

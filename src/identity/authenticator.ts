@@ -11,7 +11,8 @@ import { readCookie, cookiePolicy } from '../web/cookies.js';
 import type { BearerVerifier } from './bearer-verifier.js';
 import type { Identity } from './identity.js';
 import type { OidcClient } from './oidc-client.js';
-import type { Session, SessionManager } from './sessions.js';
+import { sessionReference, type Session, type SessionManager } from './sessions.js';
+import type { AuthEventSink } from '../audit/auth-events.js';
 
 /** What the authenticator needs. */
 export interface AuthenticatorDeps {
@@ -22,16 +23,20 @@ export interface AuthenticatorDeps {
   readonly oidc: (providerId: string) => Promise<OidcClient | undefined>;
   readonly logger: Logger;
   readonly now: () => number;
+  /** Where a session ended by the IdP (refused refresh) is recorded. */
+  readonly events?: AuthEventSink;
 }
 
-const BEARER_RE = /^Bearer +([A-Za-z0-9_.~+/=-]+)$/;
+/** `Bearer <token>`; the scheme is case-insensitive (RFC 9110 §11.1). */
+const BEARER_SCHEME_RE = /^bearer(?: |$)/i;
+const BEARER_RE = /^bearer +([A-Za-z0-9_.~+/=-]+) *$/i;
 
 /** Creates the authenticator. */
 export function createAuthenticator(deps: AuthenticatorDeps): Authenticator {
   const refreshing = new Map<string, Promise<Session | undefined>>();
 
   /** Re-validates an OIDC session whose access token expired; undefined when the IdP says no. */
-  async function refresh(session: Session): Promise<Session | undefined> {
+  async function refresh(session: Session, req: IncomingMessage): Promise<Session | undefined> {
     const token = session.record.oidc?.refreshToken;
     if (token === undefined) return session;
     const client = await deps.oidc(session.record.provider);
@@ -42,18 +47,29 @@ export function createAuthenticator(deps: AuthenticatorDeps): Authenticator {
     } catch (err) {
       deps.logger.info({ err, provider: session.record.provider }, 'OIDC refresh refused; ending the session');
       await deps.sessions.revoke(session);
+      deps.events?.emit({
+        kind: 'auth',
+        action: 'session_revoked',
+        provider: session.record.provider,
+        user: session.record.user,
+        reason: 'idp-refresh-refused',
+        requestId: '',
+        client: { ip: req.socket.remoteAddress ?? '', userAgent: req.headers['user-agent']?.slice(0, 512) },
+        session: sessionReference(session.id),
+        at: deps.now(),
+      });
       return undefined;
     }
   }
 
-  async function fromSession(id: string): Promise<Identity | undefined> {
+  async function fromSession(id: string, req: IncomingMessage): Promise<Identity | undefined> {
     let session = await deps.sessions.get(id);
     if (session === undefined) return undefined;
     const expiresAt = session.record.oidc?.expiresAt;
     if (expiresAt !== undefined && expiresAt < deps.now() && session.record.oidc?.refreshToken !== undefined) {
       let pending = refreshing.get(id);
       if (pending === undefined) {
-        pending = refresh(session).finally(() => refreshing.delete(id));
+        pending = refresh(session, req).finally(() => refreshing.delete(id));
         refreshing.set(id, pending);
       }
       session = await pending;
@@ -84,12 +100,13 @@ export function createAuthenticator(deps: AuthenticatorDeps): Authenticator {
   return {
     authenticate(req: IncomingMessage, snapshot: Snapshot): Promise<Identity | undefined> | undefined {
       const authorization = req.headers.authorization;
-      if (authorization !== undefined) {
+      // Other schemes (Basic for an upstream app's own login …) are the upstream's business.
+      if (authorization !== undefined && BEARER_SCHEME_RE.test(authorization)) {
         const m = BEARER_RE.exec(authorization);
         return m?.[1] === undefined ? undefined : fromBearer(m[1]);
       }
       const id = readCookie(req.headers.cookie, cookiePolicy(snapshot.config.server.public_url).session);
-      return id === undefined ? undefined : fromSession(id);
+      return id === undefined ? undefined : fromSession(id, req);
     },
   };
 }

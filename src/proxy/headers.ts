@@ -43,8 +43,13 @@ const GATEWAY_OWNED = new Set([
 
 const OWNED_PREFIXES = ['x-portcullis-', 'x-forwarded-'];
 
-/** Names of the gateway's session cookies; never forwarded to an upstream. */
-export const SESSION_COOKIE_NAMES: readonly string[] = ['__Host-portcullis', 'portcullis_session', '__Host-portcullis-csrf', 'portcullis_csrf'];
+/**
+ * Whether a cookie is the gateway's own (session, CSRF, sign-in binding …): `__Host-portcullis`,
+ * `__Host-portcullis-*` and `portcullis_*`. These are never forwarded to an upstream.
+ */
+export function isGatewayCookie(name: string): boolean {
+  return name === '__Host-portcullis' || name.startsWith('__Host-portcullis-') || name.startsWith('portcullis_');
+}
 
 /** Canonical comparison form of a header name: lower case, `_` read as `-`. */
 export function headerKey(name: string): string {
@@ -80,7 +85,7 @@ export function stripSessionCookies(value: string): string | undefined {
       if (c === '') return false;
       const eq = c.indexOf('=');
       const name = (eq === -1 ? c : c.slice(0, eq)).trim();
-      return !SESSION_COOKIE_NAMES.some((s) => name === s || name.startsWith(`${s}.`));
+      return !isGatewayCookie(name);
     });
   return kept.length === 0 ? undefined : kept.join('; ');
 }

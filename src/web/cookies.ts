@@ -7,8 +7,14 @@ import { timingSafeEqual } from 'node:crypto';
 
 /** Cookie names and attributes for one public URL. */
 export interface CookiePolicy {
+  /** The session id. */
   readonly session: string;
+  /** The login form's CSRF token. */
   readonly csrf: string;
+  /** Binds an OIDC sign-in to the browser that started it (on the public host). */
+  readonly oidc: string;
+  /** Binds a cross-host session hand-off to the browser that started it (on the app host). */
+  readonly handoff: string;
   readonly secure: boolean;
 }
 
@@ -16,8 +22,8 @@ export interface CookiePolicy {
 export function cookiePolicy(publicUrl: string): CookiePolicy {
   const secure = new URL(publicUrl).protocol === 'https:';
   return secure
-    ? { session: '__Host-portcullis', csrf: '__Host-portcullis-csrf', secure }
-    : { session: 'portcullis_session', csrf: 'portcullis_csrf', secure };
+    ? { session: '__Host-portcullis', csrf: '__Host-portcullis-csrf', oidc: '__Host-portcullis-oidc', handoff: '__Host-portcullis-handoff', secure }
+    : { session: 'portcullis_session', csrf: 'portcullis_csrf', oidc: 'portcullis_oidc', handoff: 'portcullis_handoff', secure };
 }
 
 /**

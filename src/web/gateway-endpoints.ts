@@ -4,7 +4,7 @@
  * endpoint is a POST with a CSRF token and a same-origin check; every redirect target is a
  * same-origin path; every sign-in outcome is an `auth` event.
  */
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import type { AuthEvent, AuthEventSink } from '../audit/auth-events.js';
@@ -14,7 +14,7 @@ import { OidcLoginError, type OidcClient, type PendingLogin } from '../identity/
 import { sessionReference, type Session, type SessionManager } from '../identity/sessions.js';
 import type { Channels } from '../metrics/events.js';
 import type { GatewayEndpointHandler, RequestContext } from '../proxy/pipeline.js';
-import { canonicalizeHost, sameHost } from '../routing/index.js';
+import { canonicalizeHost, normalizeTarget, sameHost } from '../routing/index.js';
 import type { Store } from '../store/store.js';
 import { clearCookie, cookiePolicy, readCookie, safeEqual, sameOriginRequest, setCookie, type CookiePolicy } from './cookies.js';
 import { errorResponse, renderPage, escapeHtml, type GatewayResponse } from './error-response.js';
@@ -52,9 +52,15 @@ interface PendingOidc {
   readonly host: string;
   readonly rd: string;
   readonly binding: string;
+  /** SHA-256 (hex) of the hand-off nonce cookie set on `host`, when `host` is not the public host. */
+  readonly handoffHash: string;
 }
 
 class FormError extends Error {}
+
+function sha256(text: string): string {
+  return createHash('sha256').update(text).digest('hex');
+}
 
 /** Reads an `application/x-www-form-urlencoded` body of at most FORM_LIMIT bytes. */
 async function readForm(req: IncomingMessage): Promise<URLSearchParams> {
@@ -130,8 +136,18 @@ export function createGatewayEndpoints(deps: GatewayEndpointDeps): GatewayEndpoi
     return cookiePolicy(ctx.snapshot.config.server.public_url);
   }
 
-  function origin(ctx: RequestContext, req: IncomingMessage): string {
-    return `${ctx.snapshot.scheme}://${(req.headers.host ?? '').toLowerCase()}`;
+  /**
+   * The scheme browsers reach the gateway with: the public URL's (a TLS-terminating proxy may sit in
+   * front of a plain-HTTP listener).
+   */
+  function publicScheme(ctx: RequestContext): 'http' | 'https' {
+    return new URL(ctx.snapshot.config.server.public_url).protocol === 'https:' ? 'https' : 'http';
+  }
+
+  /** Whether a form post comes from this host's own pages (public URL's scheme, or the listener's). */
+  function sameOrigin(ctx: RequestContext, req: IncomingMessage): boolean {
+    const host = (req.headers.host ?? '').toLowerCase();
+    return [publicScheme(ctx), ctx.snapshot.scheme].some((scheme) => sameOriginRequest(req.headers, `${scheme}://${host}`));
   }
 
   function providers(ctx: RequestContext): ProviderChoice[] {
@@ -177,7 +193,7 @@ export function createGatewayEndpoints(deps: GatewayEndpointDeps): GatewayEndpoi
     const password = form.get('password') ?? '';
     const formCsrf = form.get('csrf') ?? '';
     const cookieCsrf = readCookie(req.headers.cookie, policy.csrf) ?? '';
-    const csrfOk = formCsrf !== '' && safeEqual(formCsrf, cookieCsrf) && sameOriginRequest(req.headers, origin(ctx, req)) && (await store.take(`login-csrf:${formCsrf}`)) !== undefined;
+    const csrfOk = formCsrf !== '' && safeEqual(formCsrf, cookieCsrf) && sameOrigin(ctx, req) && (await store.take(`login-csrf:${formCsrf}`)) !== undefined;
     const localProviders = [...deps.localUsers.keys()];
     const providerId = localProviders[0] ?? 'local';
     if (!csrfOk) {
@@ -230,13 +246,23 @@ export function createGatewayEndpoints(deps: GatewayEndpointDeps): GatewayEndpoi
     return pub !== undefined && here !== undefined && sameHost(pub, here);
   }
 
-  /** A host the gateway serves (a route's host or the public URL's), canonical; else undefined. */
-  function servedHost(ctx: RequestContext, raw: string): string | undefined {
+  /**
+   * A host the gateway serves (the public URL's, or a route's that serves `/` or `rd` there), lower
+   * case; else undefined. A route host without a port matches any port, but browsers reach the
+   * gateway on the public URL's port: a hand-off code sent to another port would go to whoever
+   * listens there, so another port counts only when a route names it.
+   */
+  function servedHost(ctx: RequestContext, raw: string, rd: string): string | undefined {
     const h = canonicalizeHost(raw, ctx.snapshot.scheme);
-    if (h === undefined) return undefined;
-    const pub = canonicalizeHost(publicOrigin(ctx).host, ctx.snapshot.scheme);
-    if (pub !== undefined && sameHost(pub, h)) return raw.toLowerCase();
-    return ctx.snapshot.routes.match(h, [], 'GET') === undefined ? undefined : raw.toLowerCase();
+    const external = canonicalizeHost(raw, publicScheme(ctx));
+    const pub = canonicalizeHost(publicOrigin(ctx).host, publicScheme(ctx));
+    if (h === undefined || external === undefined || pub === undefined) return undefined;
+    if (sameHost(pub, external)) return raw.toLowerCase();
+    const target = normalizeTarget(rd, raw, ctx.snapshot.scheme);
+    const match = ctx.snapshot.routes.match(h, [], 'GET') ?? (target.ok ? ctx.snapshot.routes.match(h, target.segments, 'GET') : undefined);
+    if (match === undefined) return undefined;
+    if (external.port !== pub.port && !/:\d+$/.test(match.route.host)) return undefined;
+    return raw.toLowerCase();
   }
 
   async function beginOidc(req: IncomingMessage, res: ServerResponse, ctx: RequestContext, providerId: string): Promise<void> {
@@ -247,26 +273,35 @@ export function createGatewayEndpoints(deps: GatewayEndpointDeps): GatewayEndpoi
       send(res, ctx, notFound(ctx));
       return;
     }
+    const policy = policyFor(ctx);
     if (!onPublicHost(ctx, req)) {
       // The state cookie and the IdP's redirect URI live on the public URL's host; go there first,
-      // remembering which host to come back to.
+      // remembering which host to come back to. A nonce cookie on this host binds the later
+      // hand-off to this browser (only its hash travels in the URL).
+      const nonce = randomBytes(24).toString('base64url');
       const target = new URL(`/.portcullis/login/oidc/${encodeURIComponent(providerId)}`, publicOrigin(ctx));
       target.searchParams.set('rd', rd);
       target.searchParams.set('host', (req.headers.host ?? '').toLowerCase());
-      send(res, ctx, redirect(target.href, 302));
+      target.searchParams.set('hb', sha256(nonce));
+      send(res, ctx, redirect(target.href, 302), [setCookie(policy, policy.handoff, nonce, OIDC_STATE_TTL_MS / 1000)]);
       return;
     }
-    const host = servedHost(ctx, q.get('host') ?? (req.headers.host ?? ''));
+    const host = servedHost(ctx, q.get('host') ?? (req.headers.host ?? ''), rd);
     if (host === undefined) {
       send(res, ctx, errorResponse('GW_ERR_REQUEST_HOST', { html: ctx.html, requestId: ctx.id, message: 'That host is not served by this gateway.' }));
       return;
     }
-    const policy = policyFor(ctx);
+    const handoffHash = q.get('hb') ?? '';
+    if (host !== (req.headers.host ?? '').toLowerCase() && !/^[0-9a-f]{64}$/.test(handoffHash)) {
+      // A hand-off to another host must have been started on that host (which set the nonce cookie).
+      send(res, ctx, errorResponse('GW_ERR_REQUEST_HOST', { html: ctx.html, requestId: ctx.id, message: 'Start the sign-in from the application you want to use.' }));
+      return;
+    }
     const { url, pending } = await client.beginLogin();
     const binding = randomBytes(24).toString('base64url');
-    const saved: PendingOidc = { pending, provider: providerId, host, rd, binding };
+    const saved: PendingOidc = { pending, provider: providerId, host, rd, binding, handoffHash };
     await store.set(`oidc-state:${pending.state}`, JSON.stringify(saved), OIDC_STATE_TTL_MS);
-    send(res, ctx, redirect(url, 302), [setCookie(policy, policy.csrf, binding, OIDC_STATE_TTL_MS / 1000)]);
+    send(res, ctx, redirect(url, 302), [setCookie(policy, policy.oidc, binding, OIDC_STATE_TTL_MS / 1000)]);
   }
 
   async function oidcCallback(req: IncomingMessage, res: ServerResponse, ctx: RequestContext): Promise<void> {
@@ -276,14 +311,14 @@ export function createGatewayEndpoints(deps: GatewayEndpointDeps): GatewayEndpoi
     const raw = state === '' ? undefined : await store.take(`oidc-state:${state}`);
     const fail = (provider: string, reason: string): void => {
       emit(ctx, req, { action: 'login_failure', provider, user: undefined, reason, session: undefined });
-      send(res, ctx, page(400, renderPage('Sign-in failed', `<h1>Sign-in failed</h1><p>The sign-in could not be completed (${escapeHtml(reason)}).</p><p><a href="/.portcullis/login">Try again</a></p>`)), [clearCookie(policy, policy.csrf)]);
+      send(res, ctx, page(400, renderPage('Sign-in failed', `<h1>Sign-in failed</h1><p>The sign-in could not be completed (${escapeHtml(reason)}).</p><p><a href="/.portcullis/login">Try again</a></p>`)), [clearCookie(policy, policy.oidc)]);
     };
     if (raw === undefined) {
       fail('oidc', 'state-mismatch');
       return;
     }
     const saved = JSON.parse(raw) as PendingOidc;
-    const binding = readCookie(req.headers.cookie, policy.csrf) ?? '';
+    const binding = readCookie(req.headers.cookie, policy.oidc) ?? '';
     if (!safeEqual(binding, saved.binding)) {
       fail(saved.provider, 'browser-binding-mismatch');
       return;
@@ -315,7 +350,7 @@ export function createGatewayEndpoints(deps: GatewayEndpointDeps): GatewayEndpoi
       oidc: { refreshToken: result.refreshToken, expiresAt: result.expiresAt },
     });
     emit(ctx, req, { action: 'login', provider: saved.provider, user: result.user, reason: 'oidc', session: sessionReference(session.id) });
-    const cookies = [sessionCookie(ctx, policy, session.id), clearCookie(policy, policy.csrf)];
+    const cookies = [sessionCookie(ctx, policy, session.id), clearCookie(policy, policy.oidc)];
     const here = (req.headers.host ?? '').toLowerCase();
     if (saved.host === here) {
       send(res, ctx, redirect(saved.rd), cookies);
@@ -323,8 +358,8 @@ export function createGatewayEndpoints(deps: GatewayEndpointDeps): GatewayEndpoi
     }
     // Hand the session to the host the user came from: a single-use code, bound to that host.
     const code = randomBytes(32).toString('base64url');
-    await store.set(`handoff:${code}`, JSON.stringify({ session: session.id, host: saved.host }), HANDOFF_TTL_MS);
-    const target = new URL('/.portcullis/session', `${ctx.snapshot.scheme}://${saved.host}`);
+    await store.set(`handoff:${code}`, JSON.stringify({ session: session.id, host: saved.host, nonceHash: saved.handoffHash }), HANDOFF_TTL_MS);
+    const target = new URL('/.portcullis/session', `${publicScheme(ctx)}://${saved.host}`);
     target.searchParams.set('code', code);
     target.searchParams.set('rd', saved.rd);
     send(res, ctx, redirect(target.href), cookies);
@@ -335,12 +370,15 @@ export function createGatewayEndpoints(deps: GatewayEndpointDeps): GatewayEndpoi
     const q = queryParams(ctx);
     const code = q.get('code') ?? '';
     const raw = code === '' ? undefined : await store.take(`handoff:${code}`);
-    const saved = raw === undefined ? undefined : (JSON.parse(raw) as { session: string; host: string });
-    if (saved?.host !== (req.headers.host ?? '').toLowerCase()) {
-      send(res, ctx, page(400, renderPage('Sign-in failed', '<h1>Sign-in failed</h1><p>This sign-in link is invalid or was already used.</p><p><a href="/.portcullis/login">Sign in</a></p>')));
+    const saved = raw === undefined ? undefined : (JSON.parse(raw) as { session: string; host: string; nonceHash: string });
+    // The code is single-use, bound to this host, and to the browser that started the sign-in here
+    // (its nonce cookie): a code sent to someone else's browser signs nobody in (no login CSRF).
+    const nonce = readCookie(req.headers.cookie, policy.handoff) ?? '';
+    if (saved?.host !== (req.headers.host ?? '').toLowerCase() || nonce === '' || !safeEqual(sha256(nonce), saved.nonceHash)) {
+      send(res, ctx, page(400, renderPage('Sign-in failed', '<h1>Sign-in failed</h1><p>This sign-in link is invalid, was already used, or belongs to another browser.</p><p><a href="/.portcullis/login">Sign in</a></p>')), [clearCookie(policy, policy.handoff)]);
       return;
     }
-    send(res, ctx, redirect(safeReturnPath(q.get('rd'))), [sessionCookie(ctx, policy, saved.session)]);
+    send(res, ctx, redirect(safeReturnPath(q.get('rd'))), [sessionCookie(ctx, policy, saved.session), clearCookie(policy, policy.handoff)]);
   }
 
   // --- logout, me, jwks -------------------------------------------------------------------------
@@ -362,7 +400,7 @@ export function createGatewayEndpoints(deps: GatewayEndpointDeps): GatewayEndpoi
       send(res, ctx, page(200, signedOutPage()), [clearCookie(policy, policy.session)]);
       return;
     }
-    if (!safeEqual(token, session.record.csrf) || !sameOriginRequest(req.headers, origin(ctx, req))) {
+    if (!safeEqual(token, session.record.csrf) || !sameOrigin(ctx, req)) {
       send(res, ctx, page(403, renderPage('Sign out', '<h1>Sign out refused</h1><p>The request did not come from this site. Use the sign-out button.</p><p><a href="/.portcullis/logout">Sign out</a></p>')));
       return;
     }

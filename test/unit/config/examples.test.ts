@@ -7,7 +7,8 @@ const ROOT = join(import.meta.dirname, '../../..');
 
 function yamlFilesIn(dir: string): string[] {
   return readdirSync(join(ROOT, dir))
-    .filter((name) => /\.ya?ml$/.test(name))
+    // users.yaml is the local users file (created by the first `npm start`), not a gateway config.
+    .filter((name) => /\.ya?ml$/.test(name) && name !== 'users.yaml')
     .sort()
     .map((name) => join(dir, name));
 }

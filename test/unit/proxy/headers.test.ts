@@ -108,8 +108,9 @@ describe('stripSessionCookies', () => {
     ['__Host-portcullis=abc', undefined],
     ['a=1; __Host-portcullis=abc; b=2', 'a=1; b=2'],
     ['portcullis_session=x;theme=dark', 'theme=dark'],
-    ['__Host-portcullis.1=chunk; x=y', 'x=y'],
-    ['portcullis_sessionx=keep', 'portcullis_sessionx=keep'],
+    ['__Host-portcullis-oidc=b; x=y', 'x=y'],
+    ['portcullis_csrf=t; __Host-portcullisx=keep', '__Host-portcullisx=keep'],
+    ['Portcullis_session=keep', 'Portcullis_session=keep'],
     ['  ;  ', undefined],
   ])('turns %j into %j', (input, expected) => {
     expect(stripSessionCookies(input)).toBe(expected);

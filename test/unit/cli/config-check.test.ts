@@ -1,23 +1,10 @@
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { runConfigCheck } from '../../../src/cli/config-check.js';
-import type { CliIo } from '../../../src/cli/io.js';
+import { captureIo } from '../../support/capture-io.js';
 
 const FIXTURES = join(import.meta.dirname, '../../../test/fixtures/config');
 
-function captureIo(env: CliIo['env'] = {}) {
-  const out = { stdout: '', stderr: '' };
-  const io: CliIo = {
-    stdout: (t) => {
-      out.stdout += t;
-    },
-    stderr: (t) => {
-      out.stderr += t;
-    },
-    env,
-  };
-  return { io, out };
-}
 
 describe('runConfigCheck', () => {
   it('prints the route and database counts for a valid file and returns 0', async () => {

@@ -1,21 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { runConfigSchema } from '../../../src/cli/config-schema.js';
-import type { CliIo } from '../../../src/cli/io.js';
+import { captureIo } from '../../support/capture-io.js';
 import { configJsonSchema } from '../../../src/config/index.js';
 
-function captureIo() {
-  const out = { stdout: '', stderr: '' };
-  const io: CliIo = {
-    stdout: (t) => {
-      out.stdout += t;
-    },
-    stderr: (t) => {
-      out.stderr += t;
-    },
-    env: {},
-  };
-  return { io, out };
-}
 
 describe('runConfigSchema', () => {
   it('prints the JSON Schema as pretty JSON and returns 0', async () => {

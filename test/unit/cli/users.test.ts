@@ -2,7 +2,7 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { CliIo } from '../../../src/cli/io.js';
+import { captureIo } from '../../support/capture-io.js';
 import { runUsersAdd } from '../../../src/cli/users.js';
 import { createLocalUserDirectory } from '../../../src/identity/local-users.js';
 
@@ -16,19 +16,6 @@ afterEach(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-function captureIo(env: CliIo['env'] = {}) {
-  const out = { stdout: '', stderr: '' };
-  const io: CliIo = {
-    stdout: (t) => {
-      out.stdout += t;
-    },
-    stderr: (t) => {
-      out.stderr += t;
-    },
-    env,
-  };
-  return { io, out };
-}
 
 const stdin = (text: string | undefined) => ({ readStdin: () => Promise.resolve(text) });
 

@@ -2,7 +2,7 @@
  * The composition root: builds every module and adapter from a config and wires them together.
  * No process side effects here (signals, exit, argv live in main.ts), so tests build the same graph.
  */
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
@@ -15,7 +15,13 @@ import { createChannels, subscribeMetrics } from './metrics/events.js';
 import { createMetrics, type Metrics } from './metrics/metrics.js';
 import { createPipeline, type Authenticator, type GatewayEndpointHandler } from './proxy/pipeline.js';
 import { createPoolRegistry, createSnapshot, type Snapshot } from './proxy/snapshot.js';
-import { createMemoryAuthEventSink, type AuthEventSink } from './audit/auth-events.js';
+import { hostname } from 'node:os';
+import { openAuditLog, type AuditLog } from './audit/audit-log.js';
+import { createAuditAuthEventSink, type AuthEventSink } from './audit/auth-events.js';
+import { createAuditSink } from './audit/create-sink.js';
+import { clean } from './audit/record.js';
+import { createRequestAuditor } from './audit/request-auditor.js';
+import type { AuditSink } from './audit/sink.js';
 import { createAuthenticator } from './identity/authenticator.js';
 import { createIdentityRuntime, type IdentityRuntime } from './identity/runtime.js';
 import { createStore, type Store } from './store/index.js';
@@ -36,8 +42,10 @@ export interface AppOptions {
   readonly defaultMetrics?: boolean;
   /** Use this store instead of building one from `config.store` (tests). */
   readonly store?: Store;
-  /** Where identity events go (the audit log; in memory until it is configured). */
+  /** Also send identity events here (tests); they always go to the audit log. */
   readonly authEvents?: AuthEventSink;
+  /** Use this audit sink instead of building one from `config.audit.sink` (tests). */
+  readonly auditSink?: AuditSink;
   /** Lets OIDC talk to an http:// issuer. Only tests set this; production requires https. */
   readonly allowInsecureOidc?: boolean;
 }
@@ -58,6 +66,8 @@ export interface App {
   reload(): Promise<boolean>;
   /** Swaps in an already validated config. */
   applyConfig(config: Readonly<Config>): void;
+  /** This instance's audit log writer. */
+  readonly audit: AuditLog;
   /** Stops accepting, lets in-flight requests finish up to the grace period, then closes everything. */
   stop(graceMs?: number): Promise<void>;
 }
@@ -91,15 +101,35 @@ export async function createApp(opts: AppOptions): Promise<App> {
   const unsubscribe = subscribeMetrics(channels, metrics);
   const store = opts.store ?? createStore(opts.config.store, { logger });
   const ownsStore = opts.store === undefined;
-  const authEvents = opts.authEvents ?? createMemoryAuthEventSink();
+  const auditCfg = opts.config.audit;
+  const instance = opts.config.server.instance_id ?? hostname();
+  const sink = opts.auditSink ?? createAuditSink(auditCfg.sink, { logger });
+  const ownsSink = opts.auditSink === undefined;
   let identity: IdentityRuntime;
+  let audit: AuditLog;
   try {
+    audit = await openAuditLog({
+      sink,
+      instance,
+      origin: `${auditCfg.seal.origin}/${instance}`,
+      spoolDir: auditCfg.spool_dir,
+      onFailure: auditCfg.on_failure,
+      logger: logger.child({ component: 'audit' }),
+      onAppend: (result, n) => metrics.auditRecords.labels(sink.kind, result).inc(n),
+    });
     identity = await createIdentityRuntime(opts.config, { store, logger, now, ...(opts.allowInsecureOidc === true ? { allowInsecureOidc: true } : {}) });
   } catch (err) {
     if (ownsStore) await store.close();
+    if (ownsSink) await sink.close();
     unsubscribe();
     throw err;
   }
+  metrics.sources.audit = () => {
+    const st = audit.stats();
+    return { queueDepth: st.spooled, spooled: st.sinkHealthy ? 0 : st.spooled, treeSize: st.size };
+  };
+  const authEvents = createAuditAuthEventSink(audit, logger, opts.authEvents);
+  const auditor = createRequestAuditor({ log: audit, logger, now, redactParams: () => current.config.audit.redact.query_params });
   const pools = createPoolRegistry();
   let version = 1;
   let current = createSnapshot(opts.config, version, pools);
@@ -128,6 +158,7 @@ export async function createApp(opts: AppOptions): Promise<App> {
     authenticator,
     endpoints,
     signAssertion: (who, audience) => identity.signer.sign(who, audience),
+    auditor,
     channels,
     logger,
     now,
@@ -181,13 +212,42 @@ export async function createApp(opts: AppOptions): Promise<App> {
   const readiness: ReadinessCheck[] = [
     { name: 'config', check: () => started && !draining },
     { name: `store (${store.kind})`, check: () => store.ping() },
+    {
+      name: `audit (${sink.kind})`,
+      // In reject mode a sink outage stops traffic, so readiness follows the sink itself.
+      check: async () => audit.admission() === undefined && (auditCfg.on_failure === 'spool' || (await sink.ping())),
+    },
   ];
   const admin = createAdminServer(metrics.registry, () => readiness);
+
+  /** A `config` audit record for a reload attempt. */
+  function recordConfig(result: 'success' | 'failure', detail: string): void {
+    audit
+      .append(
+        {
+          v: 1,
+          id: randomUUID(),
+          ts: new Date(now()).toISOString(),
+          kind: 'config',
+          decision: result === 'success' ? 'allow' : 'error',
+          reason: result === 'success' ? 'config-reloaded' : 'config-refused',
+          event: { action: 'reload', result, file: opts.configFile ?? null, detail: clean(detail, 4096) },
+        },
+        false,
+      )
+      .catch((err: unknown) => logger.error({ err }, 'config audit record could not be spooled'));
+  }
 
   function applyConfig(config: Readonly<Config>): void {
     const old = current;
     if (config.server.listen !== old.config.server.listen || config.server.admin_listen !== old.config.server.admin_listen) {
       logger.warn('server.listen / server.admin_listen changes take effect only after a restart');
+    }
+    if (JSON.stringify(config.audit) !== JSON.stringify(old.config.audit) || config.server.instance_id !== old.config.server.instance_id) {
+      logger.warn('audit.* and server.instance_id changes take effect only after a restart (the log keeps its single writer)');
+    }
+    if (JSON.stringify(config.store) !== JSON.stringify(old.config.store)) {
+      logger.warn('store changes take effect only after a restart');
     }
     const next = createSnapshot(config, version + 1, pools);
     identity.applyConfig(config);
@@ -202,6 +262,7 @@ export async function createApp(opts: AppOptions): Promise<App> {
 
   return {
     metrics,
+    audit,
     snapshot: () => current,
     async start() {
       const results = await Promise.allSettled([listenOn(server, cfg.listen), listenOn(admin, cfg.admin_listen)]);
@@ -210,6 +271,8 @@ export async function createApp(opts: AppOptions): Promise<App> {
         // Never leave one listener up when the other failed: close what opened, then report.
         await Promise.all([server, admin].map((s) => new Promise<void>((resolve) => (s.listening ? s.close(() => resolve()) : resolve()))));
         await pools.closeAll();
+        await audit.close();
+        if (ownsSink) await sink.close();
         if (ownsStore) await store.close();
         unsubscribe();
         const failed = pub.status === 'rejected' ? { what: 'server.listen', address: cfg.listen, reason: pub.reason as unknown } : { what: 'server.admin_listen', address: cfg.admin_listen, reason: (adm as PromiseRejectedResult).reason as unknown };
@@ -223,8 +286,10 @@ export async function createApp(opts: AppOptions): Promise<App> {
       if (opts.configFile === undefined) return false;
       const result = await loadConfigFile(opts.configFile, opts.env ?? process.env);
       if (!result.ok) {
-        logger.error({ issues: formatIssues(result.issues).split('\n') }, 'configuration reload refused; the previous configuration keeps serving');
+        const issues = formatIssues(result.issues).split('\n');
+        logger.error({ issues }, 'configuration reload refused; the previous configuration keeps serving');
         channels.configReload.publish({ result: 'failure' });
+        recordConfig('failure', issues.slice(0, 20).join('\n'));
         return false;
       }
       try {
@@ -232,9 +297,11 @@ export async function createApp(opts: AppOptions): Promise<App> {
       } catch (err) {
         logger.error({ err }, 'configuration reload refused: it could not be compiled; the previous configuration keeps serving');
         channels.configReload.publish({ result: 'failure' });
+        recordConfig('failure', err instanceof Error ? err.message : String(err));
         return false;
       }
       channels.configReload.publish({ result: 'success' });
+      recordConfig('success', `${result.config.routes.length} routes`);
       return true;
     },
     applyConfig,
@@ -254,6 +321,8 @@ export async function createApp(opts: AppOptions): Promise<App> {
       admin.closeAllConnections();
       await closed;
       await pools.closeAll();
+      await audit.close();
+      if (ownsSink) await sink.close();
       if (ownsStore) await store.close();
       unsubscribe();
     },

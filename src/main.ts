@@ -4,6 +4,8 @@
  */
 import { hostname } from 'node:os';
 import type { CliIo } from './cli/io.js';
+import { runAuditQuery } from './cli/audit-query.js';
+import { runAuditTail } from './cli/audit-tail.js';
 import { runConfigCheck } from './cli/config-check.js';
 import { runConfigSchema } from './cli/config-schema.js';
 import { runEcho } from './cli/echo.js';
@@ -17,6 +19,8 @@ Commands:
   config check FILE            validate a configuration file; prints "ok: N routes, M databases"
   config schema                print the configuration's JSON Schema
   users add NAME --groups a,b  add a local user (password from stdin, else generated and printed)
+  audit query [filters]        print matching audit records as JSON lines (--user, --route, --since, …)
+  audit tail [filters]         print the last matching audit records, then follow new ones
   echo [--listen HOST:PORT]    run the demo echo upstream
 
 Every command accepts --help.
@@ -29,11 +33,20 @@ const COMMANDS: Readonly<Record<string, Command>> = {
   'config check': runConfigCheck,
   'config schema': runConfigSchema,
   'users add': runUsersAdd,
+  'audit query': runAuditQuery,
+  'audit tail': runAuditTail,
   echo: runEcho,
 };
 
 /** Runs the command line `argv` (without node and script); resolves with the exit code. */
 export async function main(argv: readonly string[], io?: CliIo): Promise<number> {
+  if (io === undefined) {
+    // `portcullis audit query | head -1`: the reader went away; stop quietly, as Unix tools do.
+    process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code === 'EPIPE') process.exit(0);
+      throw err;
+    });
+  }
   const cliIo: CliIo = io ?? {
     stdout: (t) => process.stdout.write(t),
     stderr: (t) => process.stderr.write(t),

@@ -1,3 +1,8 @@
+import { randomUUID } from 'node:crypto';
+import type { Logger } from 'pino';
+import type { AuditLog } from './audit-log.js';
+import { CAPS, clean, type RecordBody } from './record.js';
+
 /**
  * The audit hook for identity events (SPEC §4 `kind: "auth"`): sign-ins, failed sign-ins, sign-outs
  * and session revocations. The identity module emits through this port; the audit log (its own
@@ -34,5 +39,33 @@ export function createMemoryAuthEventSink(limit = 10_000): AuthEventSink & { rec
       if (events.length > limit) events.splice(0, events.length - limit);
     },
     recent: () => events,
+  };
+}
+
+/**
+ * Sends identity events to the audit log as `auth` records (and to `also`, when given). Spooling
+ * failures are logged; the event itself never blocks the sign-in that caused it.
+ */
+export function createAuditAuthEventSink(log: AuditLog, logger: Logger, also?: AuthEventSink): AuthEventSink {
+  return {
+    emit(event) {
+      also?.emit(event);
+      const body: RecordBody = {
+        v: 1,
+        id: event.requestId === '' ? randomUUID() : event.requestId,
+        ts: new Date(event.at).toISOString(),
+        kind: 'auth',
+        decision: event.action === 'login' || event.action === 'logout' ? 'allow' : 'deny',
+        reason: clean(event.reason, CAPS.reason),
+        ...(event.user === undefined ? {} : { identity: { user: clean(event.user, CAPS.user), groups: [], provider: event.provider, auth: 'sign-in', ...(event.session === undefined ? {} : { session: event.session }) } }),
+        client: { ip: event.client.ip, ...(event.client.userAgent === undefined ? {} : { user_agent: clean(event.client.userAgent, CAPS.userAgent) }) },
+        event: { action: event.action, provider: event.provider },
+      };
+      if (log.admission() === 'unanchored') {
+        logger.warn({ event: { ...event, client: undefined } }, 'auth event not recorded: the audit log is not anchored yet');
+        return;
+      }
+      log.append(body, false).catch((err: unknown) => logger.error({ err }, 'auth audit record could not be spooled'));
+    },
   };
 }

@@ -16,6 +16,7 @@ export const ERRORS = {
   GW_ERR_UPSTREAM_UNAVAILABLE: { status: 502, expose: true, message: 'The upstream service refused the connection or failed.' },
   GW_ERR_UPSTREAM_TIMEOUT: { status: 504, expose: true, message: 'The upstream service did not answer in time.' },
   GW_ERR_STORE_UNAVAILABLE: { status: 503, expose: true, message: 'The gateway cannot reach its session store; try again shortly.' },
+  GW_ERR_AUDIT_UNAVAILABLE: { status: 503, expose: true, message: 'The gateway cannot record this request in its audit log right now, so it does not forward it.' },
   GW_ERR_SHUTTING_DOWN: { status: 503, expose: true, message: 'The gateway is shutting down.' },
   GW_ERR_GATEWAY_INTERNAL: { status: 500, expose: false, message: 'The gateway failed to handle this request.' },
   GW_ERR_CONFIG_INVALID: { status: 500, expose: false, message: 'The configuration is invalid.' },

@@ -11,7 +11,10 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
   const registry = new Registry();
   if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: registry });
   const reg = [registry];
+  /** Where scrape-time gauges read their values; the app fills these in once the parts exist. */
+  const sources: { audit?: () => { queueDepth: number; spooled: number; treeSize: number } } = {};
   return {
+    sources,
     registry,
     requestsTotal: new Counter({
       name: 'portcullis_requests_total',
@@ -63,9 +66,33 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
       labelNames: ['sink', 'result'] as const,
       registers: reg,
     }),
-    auditQueueDepth: new Gauge({ name: 'portcullis_audit_queue_depth', help: 'Audit records waiting to be written.', registers: reg }),
-    auditSpooled: new Gauge({ name: 'portcullis_audit_spooled_records', help: 'Audit records waiting in the local spool.', registers: reg }),
-    auditTreeSize: new Gauge({ name: 'portcullis_audit_tree_size', help: 'Records in this instance audit log.', registers: reg }),
+    auditQueueDepth: new Gauge({
+      name: 'portcullis_audit_queue_depth',
+      help: 'Audit records written to the spool and not yet acknowledged by the sink.',
+      registers: reg,
+      collect() {
+        const a = sources.audit?.();
+        if (a !== undefined) this.set(a.queueDepth);
+      },
+    }),
+    auditSpooled: new Gauge({
+      name: 'portcullis_audit_spooled_records',
+      help: 'Audit records held in the local spool while the sink is unavailable.',
+      registers: reg,
+      collect() {
+        const a = sources.audit?.();
+        if (a !== undefined) this.set(a.spooled);
+      },
+    }),
+    auditTreeSize: new Gauge({
+      name: 'portcullis_audit_tree_size',
+      help: 'Records in this instance audit log.',
+      registers: reg,
+      collect() {
+        const a = sources.audit?.();
+        if (a !== undefined) this.set(a.treeSize);
+      },
+    }),
     auditLastCheckpoint: new Gauge({
       name: 'portcullis_audit_last_checkpoint_timestamp_seconds',
       help: 'Unix time of the newest signed checkpoint.',

@@ -12,6 +12,7 @@ import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { GatewayError, isGatewayError, type ErrorCode } from '../errors/index.js';
+import type { RequestAuditor, RequestOutcome } from '../audit/request-auditor.js';
 import type { Identity } from '../identity/index.js';
 import type { Channels } from '../metrics/events.js';
 import { evaluatePolicy, type Decision } from '../policy/index.js';
@@ -39,6 +40,7 @@ export type GatewayEndpointHandler = (req: IncomingMessage, res: ServerResponse,
 
 /** Per-request state. */
 export interface RequestContext {
+  readonly req: IncomingMessage;
   readonly id: string;
   readonly startNs: bigint;
   readonly snapshot: Snapshot;
@@ -74,6 +76,8 @@ export interface PipelineDeps {
   readonly track: <T>(work: Promise<T>) => Promise<T>;
   /** Whether the gateway is draining for shutdown (responses then carry Connection: close). */
   readonly draining: () => boolean;
+  /** Records every request (and refuses to forward when it cannot). */
+  readonly auditor?: RequestAuditor;
   /** Signs the X-Portcullis-Assertion JWT for an identity and a route (audience). */
   readonly signAssertion?: (identity: Identity, audience: string) => Promise<string>;
 }
@@ -168,6 +172,21 @@ function decideStep(ctx: RequestContext, match: RouteMatch, now: number): Verdic
   }
 }
 
+/** The part of a request the auditor records. */
+function auditView(ctx: RequestContext) {
+  return {
+    id: ctx.id,
+    startNs: ctx.startNs,
+    method: ctx.method,
+    clientIp: ctx.clientIp,
+    path: ctx.path,
+    query: ctx.query,
+    routeId: ctx.match?.route.id,
+    identity: ctx.identity,
+    reason: ctx.decision?.reason,
+  };
+}
+
 function returnPath(ctx: RequestContext): string {
   return (ctx.path ?? '/') + (ctx.query === undefined ? '' : `?${ctx.query}`);
 }
@@ -182,6 +201,7 @@ function contextFor(req: IncomingMessage, deps: PipelineDeps): RequestContext {
   const snapshot = deps.snapshot();
   const remote = req.socket.remoteAddress ?? '';
   return {
+    req,
     id: randomUUID(),
     startNs: process.hrtime.bigint(),
     snapshot,
@@ -250,7 +270,30 @@ export function createPipeline(deps: PipelineDeps) {
     return deps.logger.child({ reqId: ctx.id, route: ctx.match?.route.id });
   }
 
-  function publishEnd(ctx: RequestContext, status: number, label: DecisionLabel, upstreamNs: bigint | undefined): void {
+  /** Facts about how a request ended, beyond its status. */
+  interface EndFacts {
+    readonly upstreamNs?: bigint | undefined;
+    readonly bytesIn?: number;
+    readonly bytesOut?: number;
+    readonly upstream?: string;
+    readonly websocket?: RequestOutcome['websocket'];
+    readonly reason?: string;
+  }
+
+  /** The end of every request: its audit record, its metrics, and (at debug) a log line. */
+  function publishEnd(ctx: RequestContext, status: number, label: DecisionLabel, facts: EndFacts = {}): void {
+    if (deps.auditor !== undefined) {
+      deps.auditor.complete(ctx.req, auditView(ctx), {
+        kind: facts.websocket === undefined ? 'http' : 'websocket',
+        status,
+        decision: label,
+        ...(facts.reason === undefined ? {} : { reason: facts.reason }),
+        ...(facts.bytesIn === undefined ? {} : { bytesIn: facts.bytesIn }),
+        ...(facts.bytesOut === undefined ? {} : { bytesOut: facts.bytesOut }),
+        ...(facts.upstream === undefined ? {} : { upstream: { target: facts.upstream, ttfbNs: facts.upstreamNs } }),
+        ...(facts.websocket === undefined ? {} : { websocket: facts.websocket }),
+      });
+    }
     if (deps.logger.isLevelEnabled('debug')) {
       const durationMs = Number(process.hrtime.bigint() - ctx.startNs) / 1e6;
       log(ctx).debug({ method: ctx.method, path: ctx.path, status, decision: label, reason: ctx.decision?.reason, durationMs, client: ctx.clientIp }, 'request');
@@ -262,8 +305,26 @@ export function createPipeline(deps: PipelineDeps) {
       status,
       decision: label,
       durationSeconds: Number(process.hrtime.bigint() - ctx.startNs) / 1e9,
-      upstreamSeconds: upstreamNs === undefined ? undefined : Number(upstreamNs) / 1e9,
+      upstreamSeconds: facts.upstreamNs === undefined ? undefined : Number(facts.upstreamNs) / 1e9,
     });
+  }
+
+  /**
+   * Before forwarding: the auditor must be able to record the request, and its intent is written
+   * (fsynced first on strict routes). Returns a refusal to send instead, or undefined to go on.
+   */
+  async function admitStep(ctx: RequestContext, strict: boolean): Promise<Verdict | undefined> {
+    const auditor = deps.auditor;
+    if (auditor === undefined) return undefined;
+    const refusal = auditor.admit();
+    if (refusal !== undefined) return fail(ctx, refusal, 'error');
+    try {
+      await auditor.intent(ctx.req, auditView(ctx), strict);
+    } catch (err) {
+      log(ctx).error({ err }, 'audit intent could not be written; refusing to forward');
+      return fail(ctx, 'GW_ERR_AUDIT_UNAVAILABLE', 'error');
+    }
+    return undefined;
   }
 
   /** X-Portcullis-User/-Email/-Groups/-MFA and the signed assertion, for a signed-in identity. */
@@ -287,8 +348,14 @@ export function createPipeline(deps: PipelineDeps) {
       const v = fail(ctx, 'GW_ERR_REQUEST_BODY_TOO_LARGE', 'error');
       if (v.kind === 'respond') {
         writeResponse(res, v.response, ctx.id, true);
-        publishEnd(ctx, v.response.status, 'error', undefined);
+        publishEnd(ctx, v.response.status, 'error');
       }
+      return;
+    }
+    const refused = await admitStep(ctx, route.audit.strict);
+    if (refused?.kind === 'respond') {
+      writeResponse(res, refused.response, ctx.id, true);
+      publishEnd(ctx, refused.response.status, 'error', { reason: 'audit-unavailable' });
       return;
     }
     const hasBody = (hasContentLength && cl !== '0') || req.headers['transfer-encoding'] !== undefined;
@@ -317,7 +384,7 @@ export function createPipeline(deps: PipelineDeps) {
       hasContentLength,
     });
     if (result.ok) {
-      publishEnd(ctx, result.status, 'allow', result.ttfbNs);
+      publishEnd(ctx, result.status, 'allow', { upstreamNs: result.ttfbNs, bytesOut: result.bytesOut, upstream: route.upstream, ...(hasContentLength ? { bytesIn: Number(cl) } : {}) });
       return;
     }
     if (result.kind !== 'client-aborted' && result.kind !== 'body-too-large' && channels.upstreamError.hasSubscribers) {
@@ -326,14 +393,14 @@ export function createPipeline(deps: PipelineDeps) {
     if (result.responseStarted || result.kind === 'client-aborted' || res.headersSent || res.destroyed) {
       if (result.kind === 'client-aborted') log(ctx).debug({ err: result.error.message }, 'client went away before the response ended');
       else log(ctx).warn({ kind: result.kind, err: result.error.message }, 'upstream response failed mid-stream');
-      publishEnd(ctx, result.status === 0 ? 499 : result.status, 'error', result.ttfbNs);
+      publishEnd(ctx, result.status === 0 ? 499 : result.status, 'error', { upstreamNs: result.ttfbNs, bytesOut: result.bytesOut, upstream: route.upstream, reason: `upstream-${result.kind}` });
       return;
     }
     log(ctx).warn({ kind: result.kind, err: result.error.message }, 'upstream request failed');
     const v = upstreamFailure(ctx, result);
     if (v.kind === 'respond') {
       writeResponse(res, v.response, ctx.id, result.kind === 'body-too-large' || deps.draining());
-      publishEnd(ctx, v.response.status, 'error', undefined);
+      publishEnd(ctx, v.response.status, 'error', { upstream: route.upstream, reason: `upstream-${result.kind}` });
     }
   }
 
@@ -354,7 +421,7 @@ export function createPipeline(deps: PipelineDeps) {
       switch (verdict.kind) {
         case 'respond':
           writeResponse(res, verdict.response, ctx.id, deps.draining() || verdict.response.status === 400);
-          publishEnd(ctx, verdict.response.status, verdict.label, undefined);
+          publishEnd(ctx, verdict.response.status, verdict.label);
           return;
         case 'gateway-endpoint':
           await deps.endpoints(req, res, ctx);
@@ -372,7 +439,7 @@ export function createPipeline(deps: PipelineDeps) {
         const v = fail(ctx, known ? err.code : 'GW_ERR_GATEWAY_INTERNAL', 'error');
         if (v.kind === 'respond') writeResponse(res, v.response, ctx.id, true);
       } else res.destroy();
-      publishEnd(ctx, known ? err.status : 500, 'error', undefined);
+      publishEnd(ctx, known ? err.status : 500, 'error', { reason: known ? err.code : 'internal-error' });
     }
   }
 
@@ -406,13 +473,19 @@ export function createPipeline(deps: PipelineDeps) {
       }
       if (verdict.kind === 'respond') {
         rejectUpgrade(socket, verdict.response, ctx.id);
-        publishEnd(ctx, verdict.response.status, verdict.label, undefined);
+        publishEnd(ctx, verdict.response.status, verdict.label);
         return;
       }
       if (verdict.kind !== 'forward') return;
       const route = verdict.match.route;
       const upstream = ctx.snapshot.upstreams.get(route.id);
       if (upstream === undefined) throw new Error(`no upstream compiled for route ${route.id}`);
+      const refused = await admitStep(ctx, route.audit.strict);
+      if (refused?.kind === 'respond') {
+        rejectUpgrade(socket, refused.response, ctx.id);
+        publishEnd(ctx, refused.response.status, 'error', { reason: 'audit-unavailable' });
+        return;
+      }
       const host = req.headers.host ?? '';
       const headers = buildUpstreamHeaders(req.rawHeaders, {
         remoteAddress: req.socket.remoteAddress ?? '',
@@ -438,15 +511,20 @@ export function createPipeline(deps: PipelineDeps) {
       });
       if (state.opened && channels.websocket.hasSubscribers) channels.websocket.publish({ route: route.id, delta: -1 });
       if (result.ok) {
-        publishEnd(ctx, 101, 'allow', undefined);
+        publishEnd(ctx, 101, 'allow', {
+          upstream: route.upstream,
+          bytesIn: result.bytesIn,
+          bytesOut: result.bytesOut,
+          websocket: { messagesIn: result.messagesIn, messagesOut: result.messagesOut, bytesIn: result.bytesIn, bytesOut: result.bytesOut, openNs: result.openedAtNs },
+        });
       } else if (result.kind === 'rejected') {
-        publishEnd(ctx, result.status, 'allow', undefined);
+        publishEnd(ctx, result.status, 'allow', { upstream: route.upstream, reason: 'upstream-refused-upgrade' });
       } else {
         if (channels.upstreamError.hasSubscribers) channels.upstreamError.publish({ route: route.id, kind: result.kind });
         const v = result.kind === 'timeout' ? fail(ctx, 'GW_ERR_UPSTREAM_TIMEOUT', 'error') : fail(ctx, 'GW_ERR_UPSTREAM_UNAVAILABLE', 'error');
         if (v.kind === 'respond') {
           rejectUpgrade(socket, v.response, ctx.id);
-          publishEnd(ctx, v.response.status, 'error', undefined);
+          publishEnd(ctx, v.response.status, 'error');
         }
       }
     } catch (err) {

@@ -6,10 +6,18 @@
 import http from 'node:http';
 import https from 'node:https';
 import type { Duplex } from 'node:stream';
+import { createFrameCounter } from './websocket-frames.js';
 
 /** The outcome of a WebSocket forward, reported once the connection is over. */
 export type WebSocketResult =
-  | { readonly ok: true; readonly bytesIn: number; readonly bytesOut: number; readonly openedAtNs: bigint }
+  | {
+      readonly ok: true;
+      readonly bytesIn: number;
+      readonly bytesOut: number;
+      readonly messagesIn: number;
+      readonly messagesOut: number;
+      readonly openedAtNs: bigint;
+    }
   | { readonly ok: false; readonly kind: 'connect' | 'timeout' | 'rejected'; readonly status: number; readonly error: Error | undefined };
 
 /** What to connect to. */
@@ -76,14 +84,20 @@ export function forwardWebSocket(client: Duplex, head: Buffer, spec: WebSocketSp
       const openedAtNs = process.hrtime.bigint();
       let bytesIn = head.length;
       let bytesOut = upstreamHead.length;
+      const framesIn = createFrameCounter();
+      const framesOut = createFrameCounter();
+      framesIn.push(head);
+      framesOut.push(upstreamHead);
       client.write(headerBlock(`HTTP/1.1 101 ${res.statusMessage ?? 'Switching Protocols'}`, res.rawHeaders));
       if (upstreamHead.length > 0) client.write(upstreamHead);
       if (head.length > 0) upstream.write(head);
       client.on('data', (chunk: Buffer) => {
         bytesIn += chunk.length;
+        framesIn.push(chunk);
       });
       upstream.on('data', (chunk: Buffer) => {
         bytesOut += chunk.length;
+        framesOut.push(chunk);
       });
       client.pipe(upstream);
       upstream.pipe(client);
@@ -92,7 +106,7 @@ export function forwardWebSocket(client: Duplex, head: Buffer, spec: WebSocketSp
         closed += 1;
         client.destroy();
         upstream.destroy();
-        if (closed === 2) finish({ ok: true, bytesIn, bytesOut, openedAtNs });
+        if (closed === 2) finish({ ok: true, bytesIn, bytesOut, messagesIn: framesIn.messages, messagesOut: framesOut.messages, openedAtNs });
       };
       client.once('close', onClose);
       upstream.once('close', onClose);

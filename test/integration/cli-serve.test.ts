@@ -33,7 +33,10 @@ interface ConfigSpec {
   readonly shutdownGrace?: string;
 }
 
-/** A complete config whose listeners and data dirs are all the test's own. */
+/**
+ * A complete config whose listeners and data dirs are all the test's own. Data lives in `data/` so
+ * that files the gateway creates never show up as changes in the config's own directory.
+ */
 function configYaml(c: ConfigSpec): string {
   const routes = c.routes.map(
     (r) => `  - {id: ${r.id}, host: ${r.host}, path: /, upstream: "${r.upstream}", public: true, websocket: ${r.websocket === true}}`,
@@ -46,12 +49,12 @@ function configYaml(c: ConfigSpec): string {
     '  instance_id: cli-test',
     `  timeouts: {shutdown_grace: ${c.shutdownGrace ?? '5s'}}`,
     'identity:',
-    `  providers: [{id: local, type: local, users_file: "${join(c.dir, 'users.yaml')}"}]`,
-    `  assertion: {key_file: "${join(c.dir, 'assertion-keys.json')}"}`,
+    `  providers: [{id: local, type: local, users_file: "${join(c.dir, 'data', 'users.yaml')}"}]`,
+    `  assertion: {key_file: "${join(c.dir, 'data', 'assertion-keys.json')}"}`,
     'audit:',
-    `  sink: {type: file, dir: "${join(c.dir, 'audit')}"}`,
-    `  spool_dir: "${join(c.dir, 'spool')}"`,
-    `  seal: {key_file: "${join(c.dir, 'seal.key')}", witness_dir: "${join(c.dir, 'checkpoints')}"}`,
+    `  sink: {type: file, dir: "${join(c.dir, 'data', 'audit')}"}`,
+    `  spool_dir: "${join(c.dir, 'data', 'spool')}"`,
+    `  seal: {key_file: "${join(c.dir, 'data', 'seal.key')}", witness_dir: "${join(c.dir, 'data', 'checkpoints')}"}`,
     'routes:',
     ...routes,
     '',

@@ -3,6 +3,7 @@ import http from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readFileSinkRecords } from '../support/audit-records.js';
 import { startGateway, type TestGateway } from '../support/gateway.js';
 import { send } from '../support/http-client.js';
 import { startRecordingUpstream, type RecordingUpstream } from '../support/recording-upstream.js';
@@ -28,7 +29,7 @@ beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'portcullis-reload-'));
   file = join(dir, 'portcullis.yaml');
   writeFileSync(file, yamlFor(a.url));
-  gw = await startGateway({ routes: [{ id: 'app', host: 'app.localhost', path: '/', upstream: a.url, public: true }] }, { configFile: file });
+  gw = await startGateway({ server: { instance_id: 'gw-reload' }, routes: [{ id: 'app', host: 'app.localhost', path: '/', upstream: a.url, public: true }] }, { configFile: file });
 });
 
 afterAll(async () => {
@@ -81,6 +82,11 @@ describe('App.reload', () => {
     expect(res.status).toBe(200);
     expect(b.requests.length).toBe(before + 1);
     expect(await metric('portcullis_config_reloads_total')).toContain('portcullis_config_reloads_total{result="failure"} 1');
+    expect(await gw.app.audit.flush()).toBe(true);
+    const config = readFileSinkRecords(join(gw.dir, 'audit'), 'gw-reload').map((r) => r.record).filter((r) => r.kind === 'config');
+    expect(config.filter((r) => r.event?.result === 'success').length).toBeGreaterThanOrEqual(21);
+    expect(config.at(-1)).toMatchObject({ kind: 'config', decision: 'error', reason: 'config-refused', event: { action: 'reload', result: 'failure', file } });
+    expect(String(config.at(-1)?.event?.detail)).toContain(`${file}:2:`);
   });
 
   it('lets an in-flight request finish on the snapshot it started with', async () => {

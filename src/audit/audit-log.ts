@@ -1,0 +1,467 @@
+/**
+ * The audit log writer: the single writer of one instance's log. It chains records (`log`, `seq`,
+ * `prev`), writes each one to a local write-ahead spool before anything else, ships them to the sink
+ * in order, and replays what the sink has not acknowledged — after a sink outage or a crash.
+ *
+ * The spool (`<spool_dir>/<instance>/wal.log`) holds tab-separated lines:
+ *   `R\t<canonical record>`  a chained record (the last one is always kept: it anchors the chain)
+ *   `I\t<intent JSON>`       a request about to be forwarded (resolved by the record with its id)
+ *   `A\t<seq>`               the sink has acknowledged every record up to seq
+ * After a crash, an intent without its record becomes a record marked `crash-recovered`, so every
+ * request that may have reached an upstream has one. Such an intent stays in the spool until that
+ * record is written (if the chain cannot be anchored at start, as soon as it is).
+ * Compaction rewrites the spool into a new file while writes wait; a record line may then appear
+ * twice (carried over and written again), and reading keeps the first.
+ *
+ * Admission (no request is forwarded unlogged): requests are refused while the chain's head is
+ * unknown (fresh spool and sink unreachable), while the spool cannot be written, after the sink
+ * reported a conflict (another writer on this log), and — with `on_failure: reject` — while the sink
+ * is down.
+ */
+import { mkdir, open, readFile, rename, type FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import { canonicalBytes, GENESIS_PREV, leafHash } from './canonical.js';
+import type { AuditRecord, RecordBody } from './record.js';
+import { AuditSinkConflictError, AuditSinkGapError, type AuditSink, type StoredRecord } from './sink.js';
+
+/** A request that is about to be forwarded (written before forwarding). */
+export interface Intent {
+  readonly id: string;
+  /** The record to write if the gateway dies before the request's own record. */
+  readonly body: RecordBody;
+}
+
+/** Why requests are refused right now, or undefined when they may pass. */
+export type AdmissionRefusal = 'unanchored' | 'spool-failed' | 'sink-conflict' | 'sink-down';
+
+/** Counters for metrics and the viewer. */
+export interface AuditLogStats {
+  /** Records in the log (the next seq). */
+  readonly size: number;
+  /** Records the sink has acknowledged. */
+  readonly acked: number;
+  /** Records waiting for the sink (in the spool). */
+  readonly spooled: number;
+  readonly sinkHealthy: boolean;
+  readonly anchored: boolean;
+}
+
+/** Options for the writer. */
+export interface AuditLogOptions {
+  readonly sink: AuditSink;
+  /** The instance id (the sink's log name). */
+  readonly instance: string;
+  /** `<seal.origin>/<instance>`, the record's `log` field. */
+  readonly origin: string;
+  readonly spoolDir: string;
+  readonly onFailure: 'spool' | 'reject';
+  readonly logger: Logger;
+  /**
+   * Metrics: `success` with the records the sink has just stored; `failure` with the records of a
+   * failed append that had not failed before (each record counts at most once however often it is
+   * retried, so a long outage does not inflate the count).
+   */
+  readonly onAppend?: (result: 'success' | 'failure', records: number) => void;
+  readonly batchSize?: number;
+  /** Compact the spool once it passes this size (bytes). */
+  readonly compactBytes?: number;
+}
+
+const MAX_IN_MEMORY = 50_000;
+
+/**
+ * Serializes spool appends, batching everything written in one turn into one write (group commit).
+ * `swap` replaces the file (compaction) between two writes: nothing is written while it runs, and
+ * every later write goes to the new file, so no line can land in the file being replaced.
+ */
+function createSpoolWriter(initial: FileHandle, initialSize: number) {
+  let fh = initial;
+  let buffered: Buffer[] = [];
+  let waiters: { resolve: () => void; reject: (e: unknown) => void; sync: boolean }[] = [];
+  let scheduled = false;
+  let chain: Promise<void> = Promise.resolve();
+  let size = initialSize;
+
+  const flush = async () => {
+    scheduled = false;
+    const data = Buffer.concat(buffered);
+    const ws = waiters;
+    buffered = [];
+    waiters = [];
+    try {
+      await fh.write(data);
+      size += data.length;
+      if (ws.some((w) => w.sync)) await fh.datasync();
+      for (const w of ws) w.resolve();
+    } catch (err) {
+      for (const w of ws) w.reject(err);
+    }
+  };
+
+  return {
+    get size() {
+      return size;
+    },
+    /** Appends lines; resolves once written to the OS (and fsynced when `sync`). */
+    write(lines: string, sync: boolean): Promise<void> {
+      buffered.push(Buffer.from(lines, 'utf8'));
+      const p = new Promise<void>((resolve, reject) => waiters.push({ resolve, reject, sync }));
+      if (!scheduled) {
+        scheduled = true;
+        chain = chain.then(() => new Promise<void>((r) => setImmediate(r))).then(flush);
+      }
+      return p;
+    },
+    /**
+     * Once the writes queued so far are done, runs `replace` (which writes and renames the new
+     * file) and continues on the handle it returns; writes made meanwhile wait for it. When
+     * `replace` fails, writing goes on in the old file.
+     */
+    swap(replace: () => Promise<FileHandle>): Promise<void> {
+      const done = chain.then(async () => {
+        const next = await replace();
+        const old = fh;
+        fh = next;
+        size = (await next.stat()).size;
+        await old.close();
+      });
+      chain = done.catch(() => undefined);
+      return done;
+    },
+    drain: () => chain,
+    /** Waits for queued writes, then fsyncs and closes the file. */
+    async close(): Promise<void> {
+      await chain;
+      await fh.datasync().catch(() => undefined);
+      await fh.close();
+    },
+  };
+}
+
+/** Opens (and recovers) the writer for one instance's log. */
+export async function openAuditLog(opts: AuditLogOptions) {
+  const { sink, instance, logger } = opts;
+  const batchSize = opts.batchSize ?? 500;
+  const compactBytes = opts.compactBytes ?? 64 * 1024 * 1024;
+  const dir = join(opts.spoolDir, instance);
+  const walPath = join(dir, 'wal.log');
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+
+  // --- read the spool --------------------------------------------------------------------------
+  const records: StoredRecord[] = [];
+  const intents = new Map<string, Intent>();
+  const recordedIds = new Set<string>();
+  let walAcked = -1;
+  let walText = '';
+  try {
+    walText = await readFile(walPath, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+  for (const line of walText.split('\n')) {
+    if (line.length < 2) continue; // blank, or a torn last line cut before its tag
+    const tab = line.indexOf('\t');
+    const tag = line.slice(0, tab);
+    const rest = line.slice(tab + 1);
+    try {
+      if (tag === 'R') {
+        const rec = JSON.parse(rest) as AuditRecord;
+        recordedIds.add(rec.id);
+        // A line written again after compaction carried it over: keep the first.
+        if (rec.seq <= (records.at(-1)?.seq ?? -1)) continue;
+        records.push({ seq: rec.seq, bytes: Buffer.from(rest, 'utf8') });
+      } else if (tag === 'I') {
+        const intent = JSON.parse(rest) as Intent;
+        intents.set(intent.id, intent);
+      } else if (tag === 'A') {
+        walAcked = Math.max(walAcked, Number(rest));
+      }
+    } catch {
+      logger.warn({ file: walPath }, 'audit spool: ignoring a torn line (written during a crash, never acknowledged)');
+    }
+  }
+
+  // --- anchor the chain ---------------------------------------------------------------------------
+  let size = 0; // next seq
+  let prev = GENESIS_PREV;
+  let anchored = false;
+  let acked = -1; // highest seq the sink holds
+  const lastLocal = records.at(-1);
+  if (lastLocal !== undefined) {
+    size = lastLocal.seq + 1;
+    prev = leafHash(lastLocal.bytes).toString('hex');
+    anchored = true;
+    acked = walAcked;
+  }
+  let sinkHealthy = false;
+  let conflict = false;
+  try {
+    const head = await sink.head(instance);
+    sinkHealthy = true;
+    if (lastLocal === undefined) {
+      size = head.size;
+      prev = head.last === undefined ? GENESIS_PREV : leafHash(head.last).toString('hex');
+      anchored = true;
+      acked = head.size - 1;
+    } else if (head.size > size) {
+      conflict = true;
+      throw new Error(
+        `audit log ${opts.origin}: the sink holds ${head.size} records but this spool ends at ${size - 1}; ` +
+          'is another gateway using the same instance_id, or is this an old spool?',
+      );
+    } else {
+      acked = head.size - 1;
+    }
+  } catch (err) {
+    if (conflict) throw err;
+    logger.warn({ err: (err as Error).message }, 'audit sink unreachable at start; records are spooled until it returns');
+  }
+
+  // In-memory queue of records the sink has not acknowledged, in seq order.
+  const pending: StoredRecord[] = records.filter((r) => r.seq > acked);
+  let overflowFrom: number | undefined;
+
+  // --- compact the spool: keep the anchor, unacknowledged records and open intents -------------
+  async function compact(): Promise<void> {
+    const tmp = `${walPath}.tmp`;
+    const fh = await open(tmp, 'w', 0o600);
+    try {
+      const anchor = lastRecord;
+      const lines: string[] = [];
+      if (anchor !== undefined && !pending.some((p) => p.seq === anchor.seq)) lines.push(`R\t${anchor.bytes.toString('utf8')}`);
+      if (overflowFrom !== undefined) {
+        // Records beyond memory live only in the old spool: carry them over.
+        for (const r of await readSpoolRecords(overflowFrom)) lines.push(`R\t${r.bytes.toString('utf8')}`);
+      }
+      for (const r of pending) lines.push(`R\t${r.bytes.toString('utf8')}`);
+      lines.push(`A\t${acked}`);
+      for (const i of openIntents.values()) lines.push(`I\t${JSON.stringify(i)}`);
+      await fh.write(`${lines.join('\n')}\n`);
+      await fh.datasync();
+    } finally {
+      await fh.close();
+    }
+    await rename(tmp, walPath);
+  }
+
+  async function readSpoolRecords(fromSeq: number): Promise<StoredRecord[]> {
+    const out: StoredRecord[] = [];
+    for (const line of (await readFile(walPath, 'utf8')).split('\n')) {
+      if (!line.startsWith('R\t')) continue;
+      const bytes = Buffer.from(line.slice(2), 'utf8');
+      const seq = (JSON.parse(line.slice(2)) as { seq: number }).seq;
+      if (seq >= fromSeq && seq > (out.at(-1)?.seq ?? -1)) out.push({ seq, bytes });
+    }
+    return out;
+  }
+
+  let lastRecord: StoredRecord | undefined = lastLocal;
+  const openIntents = new Map<string, Intent>();
+  // Crash recovery: intents whose record never made it. They stay open, so the compaction below
+  // (and any later one) keeps them, until their crash-recovered record is in the spool.
+  const orphans = [...intents.values()].filter((i) => !recordedIds.has(i.id));
+  for (const o of orphans) openIntents.set(o.id, o);
+  await compact();
+  const walHandle = await open(walPath, 'a', 0o600);
+  const spool = createSpoolWriter(walHandle, (await walHandle.stat()).size);
+  let spoolFailed = false;
+
+  // --- the sink writer --------------------------------------------------------------------------
+  let shipping = false;
+  let stopped = false;
+  let backoffMs = 100;
+  let retryTimer: NodeJS.Timeout | undefined;
+  /** The highest seq already counted as a failed append (metrics count each record once). */
+  let failureCountedThrough = -1;
+
+  async function ship(): Promise<void> {
+    if (shipping || stopped || conflict) return;
+    shipping = true;
+    try {
+      for (;;) {
+        if (pending.length === 0 && overflowFrom !== undefined) {
+          const from = overflowFrom;
+          overflowFrom = undefined;
+          for (const r of await readSpoolRecords(from)) if (r.seq > acked) pending.push(r);
+        }
+        // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- close() sets it while this loop awaits
+        if (pending.length === 0 || stopped) break;
+        const batch = pending.slice(0, batchSize);
+        try {
+          await sink.append(instance, batch);
+        } catch (err) {
+          const lastSeq = batch.at(-1)?.seq ?? failureCountedThrough;
+          const fresh = lastSeq - Math.max(failureCountedThrough, (batch[0]?.seq ?? 0) - 1);
+          if (fresh > 0) opts.onAppend?.('failure', fresh);
+          failureCountedThrough = Math.max(failureCountedThrough, lastSeq);
+          if (err instanceof AuditSinkConflictError || err instanceof AuditSinkGapError) {
+            conflict = true;
+            logger.error(
+              { err: err.message },
+              err instanceof AuditSinkGapError
+                ? 'audit sink holds fewer records than this gateway wrote: the sink lost data (a Redis without persistence restarted?) or another writer uses this instance_id. Requests are refused. Keep the spool, run `portcullis audit verify`, then either restore the sink or start a new log with a new server.instance_id'
+                : 'audit sink holds a different record at this position: another writer uses this instance_id. Requests are refused until an operator resolves it',
+            );
+            return;
+          }
+          if (sinkHealthy) logger.warn({ err: (err as Error).message, spooled: pending.length }, 'audit sink append failed; spooling and retrying');
+          sinkHealthy = false;
+          clearTimeout(retryTimer);
+          retryTimer = setTimeout(() => void ship(), backoffMs);
+          retryTimer.unref();
+          backoffMs = Math.min(backoffMs * 2, 5_000);
+          return;
+        }
+        if (!sinkHealthy) logger.info({ replayed: batch.length }, 'audit sink is back; replaying the spool');
+        sinkHealthy = true;
+        anchored = true;
+        backoffMs = 100;
+        pending.splice(0, batch.length);
+        acked = batch.at(-1)?.seq ?? acked;
+        opts.onAppend?.('success', batch.length);
+        void spool.write(`A\t${acked}\n`, false).catch(() => undefined);
+      }
+      if (spool.size > compactBytes && pending.length === 0 && overflowFrom === undefined) await rotateSpool();
+    } finally {
+      shipping = false;
+    }
+  }
+
+  /** Compacts the spool into a new file; writes wait meanwhile, so none lands in the old one. */
+  async function rotateSpool(): Promise<void> {
+    const state = { renamed: false };
+    try {
+      await spool.swap(async () => {
+        await compact();
+        state.renamed = true;
+        return open(walPath, 'a', 0o600);
+      });
+    } catch (err) {
+      if (state.renamed) {
+        // The spool file in use is no longer the one on disk: nothing written now would survive.
+        spoolFailed = true;
+        logger.error({ err }, 'audit spool could not be reopened after compaction: requests are refused');
+      } else {
+        logger.warn({ err }, 'audit spool compaction failed; the spool keeps growing');
+      }
+    }
+  }
+
+  /** Anchors the chain once the sink answers (fresh spool, sink down at start). */
+  async function tryAnchor(): Promise<void> {
+    if (anchored || stopped) return;
+    try {
+      const head = await sink.head(instance);
+      size = head.size;
+      prev = head.last === undefined ? GENESIS_PREV : leafHash(head.last).toString('hex');
+      acked = head.size - 1;
+      anchored = true;
+      sinkHealthy = true;
+      logger.info({ size }, 'audit log anchored');
+    } catch {
+      const t = setTimeout(() => void tryAnchor(), 1_000);
+      t.unref();
+      return;
+    }
+    await recoverOrphans().catch((err: unknown) => {
+      logger.error({ err }, 'audit log: crash-recovered records could not be spooled');
+    });
+  }
+
+  // --- appending ------------------------------------------------------------------------------
+  function chain(body: RecordBody): StoredRecord {
+    const record: AuditRecord = { ...body, log: opts.origin, seq: size, prev };
+    const bytes = canonicalBytes(record);
+    size += 1;
+    prev = leafHash(bytes).toString('hex');
+    return { seq: record.seq, bytes };
+  }
+
+  async function append(body: RecordBody, durable: boolean): Promise<StoredRecord> {
+    if (!anchored) throw new Error('audit log is not anchored yet (sink unreachable since start)');
+    const rec = chain(body);
+    lastRecord = rec;
+    openIntents.delete(body.id);
+    const written = spool.write(`R\t${rec.bytes.toString('utf8')}\n`, durable);
+    if (pending.length < MAX_IN_MEMORY && overflowFrom === undefined) pending.push(rec);
+    else overflowFrom ??= rec.seq;
+    try {
+      await written;
+    } catch (err) {
+      spoolFailed = true;
+      logger.error({ err }, 'audit spool write failed: requests are refused');
+      throw err;
+    }
+    void ship();
+    return rec;
+  }
+
+  /** Writes the crash-recovered record of every orphaned intent still open (needs the anchor). */
+  async function recoverOrphans(): Promise<void> {
+    const unresolved = orphans.filter((o) => openIntents.has(o.id));
+    for (const o of unresolved) {
+      await append({ ...o.body, decision: 'error', reason: 'crash-recovered' }, true);
+    }
+    if (unresolved.length > 0) logger.warn({ recovered: unresolved.length }, 'audit log: wrote crash-recovered records for requests interrupted by a crash');
+  }
+
+  if (!anchored) void tryAnchor();
+  else await recoverOrphans();
+  void ship();
+
+  return {
+    /** Appends one record; resolves once it is in the spool (fsynced when `durable`). */
+    append,
+    /**
+     * Writes a request's intent before it is forwarded; with `durable` it is fsynced first (strict
+     * routes). Its own record later resolves it.
+     */
+    async intent(intent: Intent, durable: boolean): Promise<void> {
+      openIntents.set(intent.id, intent);
+      try {
+        await spool.write(`I\t${JSON.stringify(intent)}\n`, durable);
+      } catch (err) {
+        spoolFailed = true;
+        openIntents.delete(intent.id);
+        throw err;
+      }
+    },
+    /** Why a request may not be forwarded now, or undefined. */
+    admission(): AdmissionRefusal | undefined {
+      if (conflict) return 'sink-conflict';
+      if (spoolFailed) return 'spool-failed';
+      if (!anchored) return 'unanchored';
+      if (opts.onFailure === 'reject' && !sinkHealthy) return 'sink-down';
+      return undefined;
+    },
+    stats(): AuditLogStats {
+      return { size, acked: acked + 1, spooled: size - (acked + 1), sinkHealthy, anchored };
+    },
+    /** Waits until the sink has every record (or `timeoutMs` passes); true when it has. */
+    async flush(timeoutMs = 5_000): Promise<boolean> {
+      const deadline = Date.now() + timeoutMs;
+      await spool.drain();
+      while (acked + 1 < size && Date.now() < deadline) {
+        void ship();
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      return acked + 1 >= size;
+    },
+    /** Ships what it can (up to 2 s), then closes the spool. */
+    async close(): Promise<void> {
+      const deadline = Date.now() + 2_000;
+      await spool.drain();
+      while (acked + 1 < size && Date.now() < deadline && sinkHealthy) {
+        void ship();
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      stopped = true;
+      clearTimeout(retryTimer);
+      await spool.close();
+    },
+  };
+}
+
+/** An open audit log writer. */
+export type AuditLog = Awaited<ReturnType<typeof openAuditLog>>;

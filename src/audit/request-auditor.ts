@@ -1,0 +1,117 @@
+/**
+ * Turns what the pipeline knows about a request into audit records (the pipeline's RequestAuditor
+ * port): an intent before forwarding, one record when it ends, and the admission check that keeps
+ * anything from being forwarded unlogged.
+ */
+import type { IncomingMessage } from 'node:http';
+import type { Logger } from 'pino';
+import type { ErrorCode } from '../errors/index.js';
+import type { Identity } from '../identity/index.js';
+import type { AuditLog } from './audit-log.js';
+import { CAPS, clean, microsBetween, redactQuery, type RecordBody, type RecordIdentity } from './record.js';
+
+/** What the pipeline hands the auditor about a request (a subset of its RequestContext). */
+export interface AuditedRequest {
+  readonly id: string;
+  readonly startNs: bigint;
+  readonly method: string;
+  readonly clientIp: string;
+  readonly path: string | undefined;
+  readonly query: string | undefined;
+  readonly routeId: string | undefined;
+  readonly identity: Identity | undefined;
+  readonly reason: string | undefined;
+}
+
+/** How a request ended. */
+export interface RequestOutcome {
+  readonly kind: 'http' | 'websocket';
+  readonly status: number;
+  readonly decision: 'allow' | 'deny' | 'step_up' | 'unauthenticated' | 'not_found' | 'error';
+  readonly reason?: string;
+  readonly bytesIn?: number;
+  readonly bytesOut?: number;
+  readonly upstream?: { readonly target: string; readonly ttfbNs: bigint | undefined };
+  readonly websocket?: { readonly messagesIn: number; readonly messagesOut: number; readonly bytesIn: number; readonly bytesOut: number; readonly openNs: bigint };
+}
+
+/** The port the pipeline calls. */
+export interface RequestAuditor {
+  /** A reason not to forward now (the request is then answered 503), or undefined. */
+  admit(): ErrorCode | undefined;
+  /** Records the intent to forward; `durable` (strict routes) waits for fsync. */
+  intent(req: IncomingMessage, r: AuditedRequest, durable: boolean): Promise<void>;
+  /** Records how the request ended. Never throws; a failure is logged and metered. */
+  complete(req: IncomingMessage, r: AuditedRequest, outcome: RequestOutcome): void;
+}
+
+/** The record's identity block. */
+export function recordIdentity(identity: Identity, nowMs: number): RecordIdentity {
+  return {
+    user: clean(identity.user, CAPS.user),
+    ...(identity.email === undefined ? {} : { email: clean(identity.email, CAPS.user) }),
+    groups: identity.groups.slice(0, 64).map((g) => clean(g, CAPS.user)),
+    provider: clean(identity.provider, CAPS.user),
+    auth: identity.auth,
+    ...(identity.session === undefined ? {} : { session: identity.session }),
+    ...(identity.mfa === undefined ? {} : { mfa: { factor: identity.mfa.factor, age_s: Math.max(0, Math.floor((nowMs - identity.mfa.at) / 1000)) } }),
+  };
+}
+
+/** Builds a request record body (pure). */
+export function requestRecord(req: IncomingMessage, r: AuditedRequest, outcome: RequestOutcome, opts: { nowMs: number; endNs: bigint; redactParams: readonly string[] }): RecordBody {
+  const ua = req.headers['user-agent'];
+  const query = r.query === undefined ? undefined : clean(redactQuery(r.query, opts.redactParams), CAPS.query);
+  const ws = outcome.websocket;
+  return {
+    v: 1,
+    id: r.id,
+    ts: new Date(opts.nowMs).toISOString(),
+    kind: outcome.kind,
+    ...(r.routeId === undefined ? {} : { route: r.routeId }),
+    decision: outcome.decision,
+    ...(outcome.reason ?? r.reason ? { reason: clean(outcome.reason ?? r.reason ?? '', CAPS.reason) } : {}),
+    ...(r.identity === undefined ? {} : { identity: recordIdentity(r.identity, opts.nowMs) }),
+    client: { ip: r.clientIp, ...(ua === undefined ? {} : { user_agent: clean(ua, CAPS.userAgent) }) },
+    request: {
+      method: clean(r.method, 32),
+      host: clean(req.headers.host ?? '', CAPS.host),
+      path: clean(r.path ?? req.url?.split('?')[0] ?? '', CAPS.path),
+      ...(query === undefined ? {} : { query }),
+      ...(outcome.bytesIn === undefined ? {} : { bytes_in: outcome.bytesIn }),
+    },
+    response: { status: outcome.status, ...(outcome.bytesOut === undefined ? {} : { bytes_out: outcome.bytesOut }) },
+    ...(outcome.upstream === undefined
+      ? {}
+      : { upstream: { target: outcome.upstream.target, ...(outcome.upstream.ttfbNs === undefined ? {} : { ttfb_us: Number(outcome.upstream.ttfbNs / 1000n) }) } }),
+    ...(ws === undefined
+      ? {}
+      : { websocket: { messages_in: ws.messagesIn, messages_out: ws.messagesOut, bytes_in: ws.bytesIn, bytes_out: ws.bytesOut, duration_us: microsBetween(ws.openNs, opts.endNs) } }),
+    duration_us: microsBetween(r.startNs, opts.endNs),
+  };
+}
+
+/** Creates the auditor over an open audit log. */
+export function createRequestAuditor(deps: { log: AuditLog; logger: Logger; now: () => number; redactParams: () => readonly string[] }): RequestAuditor {
+  return {
+    admit() {
+      return deps.log.admission() === undefined ? undefined : 'GW_ERR_AUDIT_UNAVAILABLE';
+    },
+    async intent(req, r, durable) {
+      const body = requestRecord(req, r, { kind: 'http', status: 0, decision: 'allow', reason: 'in-flight' }, { nowMs: deps.now(), endNs: process.hrtime.bigint(), redactParams: deps.redactParams() });
+      await deps.log.intent({ id: r.id, body }, durable);
+    },
+    complete(req, r, outcome) {
+      let body: RecordBody;
+      try {
+        body = requestRecord(req, r, outcome, { nowMs: deps.now(), endNs: process.hrtime.bigint(), redactParams: deps.redactParams() });
+      } catch (err) {
+        deps.logger.error({ err, reqId: r.id }, 'audit record could not be built');
+        return;
+      }
+      deps.log.append(body, false).catch((err: unknown) => {
+        deps.logger.error({ err, reqId: r.id }, 'audit record could not be spooled');
+      });
+    },
+  };
+}

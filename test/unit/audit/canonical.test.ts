@@ -1,0 +1,69 @@
+import { readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { canonicalBytes, canonicalJson, leafHash, NonCanonicalValueError } from '../../../src/audit/canonical.js';
+import { clean, redactQuery } from '../../../src/audit/record.js';
+
+interface Vectors {
+  jcs_rfc8785: { input: string; output_utf8_hex: string; sort_example: { input_keys: string[]; sorted: string[] } };
+}
+const vectors = JSON.parse(readFileSync(new URL('../../../../shared/vectors/signatures-and-jcs.json', import.meta.url), 'utf8')) as Vectors;
+interface MerkleVectors {
+  hasher?: unknown;
+}
+const rfc6962 = JSON.parse(readFileSync(new URL('../../../../shared/vectors/rfc6962.json', import.meta.url), 'utf8')) as MerkleVectors & Record<string, unknown>;
+
+describe('canonicalJson', () => {
+  it('prints the RFC 8785 example exactly', () => {
+    const out = canonicalJson(JSON.parse(vectors.jcs_rfc8785.input));
+    expect(Buffer.from(out ?? '', 'utf8').toString('hex')).toBe(vectors.jcs_rfc8785.output_utf8_hex);
+  });
+
+  it('sorts keys by UTF-16 code units as RFC 8785 requires', () => {
+    const obj = Object.fromEntries(vectors.jcs_rfc8785.sort_example.input_keys.map((k) => [k, 1]));
+    // (JSON.parse would reorder the integer-like key "1", so compare the text.)
+    const expected = `{${vectors.jcs_rfc8785.sort_example.sorted.map((k) => `${JSON.stringify(k)}:1`).join(',')}}`;
+    expect(canonicalJson(obj)).toBe(expected);
+  });
+});
+
+describe('canonicalBytes', () => {
+  it('refuses floats and non-finite numbers anywhere in a record', () => {
+    for (const bad of [{ a: 1.5 }, { a: [1, Number.NaN] }, { a: { b: Infinity } }, { a: 2 ** 60 }]) {
+      expect(() => canonicalBytes(bad)).toThrow(NonCanonicalValueError);
+    }
+  });
+
+  it('omits undefined properties and keeps integers', () => {
+    expect(canonicalBytes({ b: 2, a: undefined, c: [1, 'x'] }).toString()).toBe('{"b":2,"c":[1,"x"]}');
+  });
+});
+
+describe('leafHash', () => {
+  it('is SHA-256 of 0x00 followed by the bytes (RFC 9162)', () => {
+    // The empty leaf hash from RFC 6962 test data.
+    expect(leafHash(Buffer.alloc(0)).toString('hex')).toBe('6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d');
+    expect(Object.keys(rfc6962).length).toBeGreaterThan(0);
+  });
+});
+
+describe('clean', () => {
+  it('replaces lone surrogates and caps long strings', () => {
+    expect(clean('a\uD800b')).toBe('a\uFFFDb');
+    expect(clean('x'.repeat(10), 5)).toBe('xxxx…');
+    expect(clean(`${'x'.repeat(3)}\uD83D\uDE00`, 5)).toBe('xxx\uD83D\uDE00');
+    expect(clean(`${'x'.repeat(3)}\uD83D\uDE00y`, 5)).toBe('xxx\uFFFD…');
+  });
+});
+
+describe('redactQuery', () => {
+  it.each([
+    ['a=1&token=abc&b=2', 'a=1&token=REDACTED&b=2'],
+    ['TOKEN=abc', 'TOKEN=REDACTED'],
+    ['%74oken=abc', '%74oken=REDACTED'],
+    ['password', 'password=REDACTED'],
+    ['tokenx=1', 'tokenx=1'],
+    ['', ''],
+  ])('turns %j into %j', (q, expected) => {
+    expect(redactQuery(q, ['token', 'password'])).toBe(expected);
+  });
+});

@@ -16,11 +16,15 @@ import { createMetrics, type Metrics } from './metrics/metrics.js';
 import { createPipeline, type Authenticator, type GatewayEndpointHandler } from './proxy/pipeline.js';
 import { createPoolRegistry, createSnapshot, type Snapshot } from './proxy/snapshot.js';
 import { hostname } from 'node:os';
+import { isAbsolute, relative, resolve } from 'node:path';
 import { openAuditLog, type AuditLog } from './audit/audit-log.js';
 import { createAuditAuthEventSink, type AuthEventSink } from './audit/auth-events.js';
 import { createAuditSink } from './audit/create-sink.js';
 import { clean } from './audit/record.js';
 import { createRequestAuditor } from './audit/request-auditor.js';
+import { createSealer, type Sealer } from './audit/sealer.js';
+import { loadOrCreateSealKey } from './audit/seal-key.js';
+import { signerFromPrivateKey, vkeyOf, type NoteSigner } from './audit/signed-note.js';
 import type { AuditSink } from './audit/sink.js';
 import { createAuthenticator } from './identity/authenticator.js';
 import { createIdentityRuntime, type IdentityRuntime } from './identity/runtime.js';
@@ -68,6 +72,8 @@ export interface App {
   applyConfig(config: Readonly<Config>): void;
   /** This instance's audit log writer. */
   readonly audit: AuditLog;
+  /** This instance's checkpoint writer. */
+  readonly sealer: Sealer;
   /** Stops accepting, lets in-flight requests finish up to the grace period, then closes everything. */
   stop(graceMs?: number): Promise<void>;
 }
@@ -92,6 +98,30 @@ export function listenOn(srv: http.Server, address: string): Promise<AddressInfo
   });
 }
 
+/**
+ * The checkpoint signers: the seal key (created on first start, mode 0600, refused inside the file
+ * sink's directory) and, during a rotation, the previous key too.
+ */
+async function sealSigners(audit: Config['audit'], logger: Logger): Promise<{ signers: NoteSigner[]; introduceKey?: string }> {
+  const keyFile = resolve(audit.seal.key_file);
+  if (audit.sink.type === 'file') {
+    const rel = relative(resolve(audit.sink.dir), keyFile);
+    if (!rel.startsWith('..') && !isAbsolute(rel)) {
+      throw new Error(`audit.seal.key_file (${audit.seal.key_file}) is inside the audit sink directory; keep the signing key out of the data it seals`);
+    }
+  }
+  const current = await loadOrCreateSealKey(keyFile);
+  if (current.created) logger.warn({ keyFile, vkey: vkeyOf(audit.seal.origin, current.publicKey) }, 'created a new audit seal key: back it up, and give verifiers its public key (the vkey)');
+  if (current.insecurePermissions) logger.warn({ keyFile }, 'the audit seal key is readable by other users; chmod 600 it');
+  const signers = [signerFromPrivateKey(audit.seal.origin, current.privateKey)];
+  if (audit.seal.previous_key_file === undefined) return { signers };
+  // Rotation: checkpoints are signed by both keys and announce the new one, so a verifier that
+  // trusts the old key learns the new key from a checkpoint the old key vouches for.
+  const previous = await loadOrCreateSealKey(resolve(audit.seal.previous_key_file), { create: false });
+  signers.push(signerFromPrivateKey(audit.seal.origin, previous.privateKey));
+  return { signers, introduceKey: vkeyOf(audit.seal.origin, current.publicKey) };
+}
+
 /** Builds the gateway: its store, identity, pipeline, listeners and metrics. */
 export async function createApp(opts: AppOptions): Promise<App> {
   const logger = opts.logger;
@@ -107,7 +137,19 @@ export async function createApp(opts: AppOptions): Promise<App> {
   const ownsSink = opts.auditSink === undefined;
   let identity: IdentityRuntime;
   let audit: AuditLog;
+  let sealer: Sealer;
   try {
+    sealer = createSealer({
+      sink,
+      instance,
+      origin: `${auditCfg.seal.origin}/${instance}`,
+      ...(await sealSigners(auditCfg, logger)),
+      everyMs: auditCfg.seal.every,
+      maxRecords: auditCfg.seal.max_records,
+      witnessDir: auditCfg.seal.witness_dir,
+      logger: logger.child({ component: 'sealer' }),
+      now,
+    });
     audit = await openAuditLog({
       sink,
       instance,
@@ -116,7 +158,9 @@ export async function createApp(opts: AppOptions): Promise<App> {
       onFailure: auditCfg.on_failure,
       logger: logger.child({ component: 'audit' }),
       onAppend: (result, n) => metrics.auditRecords.labels(sink.kind, result).inc(n),
+      onAcked: (records) => sealer.acknowledged(records),
     });
+    sealer.start();
     identity = await createIdentityRuntime(opts.config, { store, logger, now, ...(opts.allowInsecureOidc === true ? { allowInsecureOidc: true } : {}) });
   } catch (err) {
     if (ownsStore) await store.close();
@@ -126,7 +170,7 @@ export async function createApp(opts: AppOptions): Promise<App> {
   }
   metrics.sources.audit = () => {
     const st = audit.stats();
-    return { queueDepth: st.spooled, spooled: st.sinkHealthy ? 0 : st.spooled, treeSize: st.size };
+    return { queueDepth: st.spooled, spooled: st.sinkHealthy ? 0 : st.spooled, treeSize: st.size, lastCheckpointSeconds: Math.floor(sealer.stats().lastCheckpointAt / 1000) };
   };
   const authEvents = createAuditAuthEventSink(audit, logger, opts.authEvents);
   const auditor = createRequestAuditor({ log: audit, logger, now, redactParams: () => current.config.audit.redact.query_params });
@@ -272,6 +316,7 @@ export async function createApp(opts: AppOptions): Promise<App> {
         await Promise.all([server, admin].map((s) => new Promise<void>((resolve) => (s.listening ? s.close(() => resolve()) : resolve()))));
         await pools.closeAll();
         await audit.close();
+        await sealer.close();
         if (ownsSink) await sink.close();
         if (ownsStore) await store.close();
         unsubscribe();
@@ -322,9 +367,11 @@ export async function createApp(opts: AppOptions): Promise<App> {
       await closed;
       await pools.closeAll();
       await audit.close();
+      await sealer.close();
       if (ownsSink) await sink.close();
       if (ownsStore) await store.close();
       unsubscribe();
     },
+    sealer,
   };
 }

@@ -9,6 +9,7 @@ import { runAuditTail } from './cli/audit-tail.js';
 import { runConfigCheck } from './cli/config-check.js';
 import { runConfigSchema } from './cli/config-schema.js';
 import { runEcho } from './cli/echo.js';
+import { runKeysGenerate } from './cli/keys.js';
 import { runServe } from './cli/serve.js';
 import { runUsersAdd } from './cli/users.js';
 
@@ -19,6 +20,7 @@ Commands:
   config check FILE            validate a configuration file; prints "ok: N routes, M databases"
   config schema                print the configuration's JSON Schema
   users add NAME --groups a,b  add a local user (password from stdin, else generated and printed)
+  keys generate --out FILE     write a new Ed25519 signing key (mode 0600) and print its public key
   audit query [filters]        print matching audit records as JSON lines (--user, --route, --since, …)
   audit tail [filters]         print the last matching audit records, then follow new ones
   echo [--listen HOST:PORT]    run the demo echo upstream
@@ -33,6 +35,7 @@ const COMMANDS: Readonly<Record<string, Command>> = {
   'config check': runConfigCheck,
   'config schema': runConfigSchema,
   'users add': runUsersAdd,
+  'keys generate': runKeysGenerate,
   'audit query': runAuditQuery,
   'audit tail': runAuditTail,
   echo: runEcho,

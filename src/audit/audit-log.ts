@@ -63,6 +63,8 @@ export interface AuditLogOptions {
    * retried, so a long outage does not inflate the count).
    */
   readonly onAppend?: (result: 'success' | 'failure', records: number) => void;
+  /** Called with each batch the sink has just stored, in seq order (the sealer builds its tree from these). */
+  readonly onAcked?: (records: readonly StoredRecord[]) => void;
   readonly batchSize?: number;
   /** Compact the spool once it passes this size (bytes). */
   readonly compactBytes?: number;
@@ -320,6 +322,7 @@ export async function openAuditLog(opts: AuditLogOptions) {
         pending.splice(0, batch.length);
         acked = batch.at(-1)?.seq ?? acked;
         opts.onAppend?.('success', batch.length);
+        opts.onAcked?.(batch);
         void spool.write(`A\t${acked}\n`, false).catch(() => undefined);
       }
       if (spool.size > compactBytes && pending.length === 0 && overflowFrom === undefined) await rotateSpool();

@@ -334,6 +334,11 @@ const audit = z.strictObject({
       every: duration.prefault('10s'),
       max_records: z.int().positive().default(1000),
       key_file: z.string().min(1).default('data/seal.key'),
+      previous_key_file: z
+        .string()
+        .min(1)
+        .optional()
+        .meta({ description: 'During a key rotation: the old key, so that checkpoints are signed by both and verifiers learn the new key' }),
       origin: z.string().min(1).default('portcullis.example/audit'),
       witness_dir: z.string().min(1).default('data/checkpoints'),
     })

@@ -12,7 +12,7 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
   if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: registry });
   const reg = [registry];
   /** Where scrape-time gauges read their values; the app fills these in once the parts exist. */
-  const sources: { audit?: () => { queueDepth: number; spooled: number; treeSize: number } } = {};
+  const sources: { audit?: () => { queueDepth: number; spooled: number; treeSize: number; lastCheckpointSeconds: number } } = {};
   return {
     sources,
     registry,
@@ -97,6 +97,10 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
       name: 'portcullis_audit_last_checkpoint_timestamp_seconds',
       help: 'Unix time of the newest signed checkpoint.',
       registers: reg,
+      collect() {
+        const a = sources.audit?.();
+        if (a !== undefined) this.set(a.lastCheckpointSeconds);
+      },
     }),
     configReloads: new Counter({
       name: 'portcullis_config_reloads_total',

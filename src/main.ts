@@ -4,8 +4,11 @@
  */
 import { hostname } from 'node:os';
 import type { CliIo } from './cli/io.js';
+import { runAuditExport } from './cli/audit-export.js';
+import { runAuditProve } from './cli/audit-prove.js';
 import { runAuditQuery } from './cli/audit-query.js';
 import { runAuditTail } from './cli/audit-tail.js';
+import { runAuditVerify } from './cli/audit-verify.js';
 import { runConfigCheck } from './cli/config-check.js';
 import { runConfigSchema } from './cli/config-schema.js';
 import { runEcho } from './cli/echo.js';
@@ -23,6 +26,9 @@ Commands:
   keys generate --out FILE     write a new Ed25519 signing key (mode 0600) and print its public key
   audit query [filters]        print matching audit records as JSON lines (--user, --route, --since, …)
   audit tail [filters]         print the last matching audit records, then follow new ones
+  audit verify                 check the audit logs against their signed checkpoints (exit 3: tampered)
+  audit export --out FILE      write records and checkpoints to one file; verify --from-export checks it
+  audit prove --index N        print an RFC 9162 inclusion proof for record N (C2SP tlog-proof)
   echo [--listen HOST:PORT]    run the demo echo upstream
 
 Every command accepts --help.
@@ -38,6 +44,9 @@ const COMMANDS: Readonly<Record<string, Command>> = {
   'keys generate': runKeysGenerate,
   'audit query': runAuditQuery,
   'audit tail': runAuditTail,
+  'audit verify': runAuditVerify,
+  'audit export': runAuditExport,
+  'audit prove': runAuditProve,
   echo: runEcho,
 };
 

@@ -140,7 +140,7 @@ async function* lines(file: string): AsyncGenerator<{ text: string; n: number }>
  */
 export async function scanExport(file: string): Promise<ExportSummary> {
   let created: string | undefined;
-  const logs = new Map<string, { instance: string; origin: string; start?: ExportedLog['start']; checkpoints: string[]; witness: string[]; records: number }>();
+  const logs = new Map<string, { instance: string; origin: string; start?: NonNullable<ExportedLog['start']>; checkpoints: string[]; witness: string[]; records: number }>();
   for await (const { text, n } of lines(file)) {
     const line = parseExportLine(text);
     if (typeof line === 'string') throw new ExportFormatError(file, n, line);

@@ -14,7 +14,7 @@ import type { Logger } from 'pino';
 import { leafHash } from './canonical.js';
 import { checkpointHash, formatCheckpoint, parseCheckpoint } from './checkpoint.js';
 import { CompactRange } from './merkle.js';
-import { signNote, type NoteSigner } from './signed-note.js';
+import { openNote, signNote, type NoteSigner } from './signed-note.js';
 import type { AuditSink, StoredRecord } from './sink.js';
 
 /** Options for the sealer. */
@@ -81,8 +81,11 @@ export function createSealer(opts: SealerOptions) {
     }
     const notes = await opts.sink.readCheckpoints(opts.instance);
     const witnessed = await newestWitness();
-    const newest = [notes.at(-1), witnessed].filter((n): n is string => n !== undefined).map((note) => ({ note, cp: parseCheckpoint(note) }));
-    for (const { note, cp } of newest) {
+    const newest = [notes.at(-1), witnessed].filter((n): n is string => n !== undefined);
+    for (const note of newest) {
+      const opened = openNote(note, []);
+      if ('error' in opened) continue;
+      const cp = parseCheckpoint(opened.text);
       if ('error' in cp) continue;
       if (cp.number >= number) {
         number = cp.number;

@@ -138,6 +138,12 @@ export function checkCheckpoints(log: string, notes: readonly string[], trusted:
   for (const note of notes) {
     const o = openNote(note, trusted);
     if ('error' in o) {
+      // A checkpoint body whose signature lines were stripped is unsigned, not unreadable.
+      const body = parseCheckpoint(note.replace(/\n+$/, '\n'));
+      if (!('error' in body)) {
+        opened.push({ note, cp: body, problem: { code: 'checkpoint-unsigned', message: `checkpoint ${body.number} has no signature`, checkpoint: body.number }, unknownKey: false });
+        continue;
+      }
       opened.push({ note, problem: { code: 'checkpoint-malformed', message: `a checkpoint cannot be read: ${o.error}` }, unknownKey: false });
       continue;
     }
@@ -204,9 +210,11 @@ export function checkCheckpoints(log: string, notes: readonly string[], trusted:
   let prevHash = GENESIS_PREV;
   let lastSize = 0;
   let last: GoodCheckpoint | undefined;
+  const reported = new Set<number>();
   for (const { note, cp, problem } of opened) {
     if (problem !== undefined || cp === undefined) {
       if (problem !== undefined) findings.push(finding(log, problem.code, problem.message, problem.checkpoint === undefined ? {} : { checkpoint: problem.checkpoint }));
+      if (cp !== undefined) reported.add(cp.number);
       continue;
     }
     if (origin !== undefined && cp.origin !== origin) {
@@ -225,14 +233,16 @@ export function checkCheckpoints(log: string, notes: readonly string[], trusted:
       findings.push(finding(log, 'checkpoint-rolled-back', `checkpoint ${cp.number} (size ${cp.size}) comes after checkpoint ${expectedNumber - 1} (size ${lastSize})`, { checkpoint: cp.number }));
       continue;
     }
-    if (cp.number > expectedNumber) {
+    // A gap made only of checkpoints already reported (forged, unknown key…) is not reported again.
+    const gapReported = cp.number - expectedNumber <= reported.size && Array.from({ length: cp.number - expectedNumber }, (_, k) => expectedNumber + k).every((n) => reported.has(n));
+    if (cp.number > expectedNumber && !gapReported) {
       const many = cp.number - expectedNumber > 1;
       findings.push(
         finding(log, 'checkpoint-missing', `checkpoint${many ? 's' : ''} ${expectedNumber}${many ? `–${cp.number - 1}` : ''} missing before checkpoint ${cp.number}`, {
           checkpoint: expectedNumber,
         }),
       );
-    } else if (cp.prevHash !== prevHash) {
+    } else if (cp.number === expectedNumber && cp.prevHash !== prevHash) {
       findings.push(finding(log, 'checkpoint-missing', `checkpoint ${cp.number} does not follow the checkpoint before it (prev hash)`, { checkpoint: cp.number, expected: prevHash, actual: cp.prevHash }));
     }
     expectedNumber = cp.number + 1;
@@ -293,7 +303,11 @@ export async function verifyLog(material: LogMaterial, trustedKeys: readonly Not
   const witnessFindings: Finding[] = [];
   const witnessGood = checkCheckpoints(log, material.witness, trusted, origin, witnessFindings);
   // Witness numbering may start anywhere (old files pruned): only its signatures matter.
-  for (const f of witnessFindings) if (f.code !== 'checkpoint-missing') add({ ...f, message: `witness: ${f.message}` });
+  // A problem the sink's copy of the same checkpoint already showed is not repeated.
+  const shown = new Set(checkpointFindings.map((f) => `${f.code} ${f.checkpoint ?? ''}`));
+  for (const f of witnessFindings) {
+    if (f.code !== 'checkpoint-missing' && !shown.has(`${f.code} ${f.checkpoint ?? ''}`)) add({ ...f, message: `witness: ${f.message}` });
+  }
 
   const newest = good.at(-1);
   const sealed = newest?.cp.size ?? 0;
@@ -319,13 +333,12 @@ export async function verifyLog(material: LogMaterial, trustedKeys: readonly Not
         firstMismatch.lastNumber = g.cp.number;
         continue;
       }
-      const after = matchedSize > 0 ? ` after seq ${matchedSize - 1}` : '';
       firstMismatch = { index: findings.length, later: 0, lastNumber: g.cp.number };
       add(
         finding(
           log,
           'root-mismatch',
-          `checkpoint ${g.cp.number} seals ${g.cp.size} records but the tree of the stored records differs: a record at or before seq ${g.cp.size - 1}${after} was altered, removed, inserted or reordered`,
+          `checkpoint ${g.cp.number} (size ${g.cp.size}) does not match the stored records: the tree root recomputed from them differs, so a record stored at positions ${matchedSize}–${g.cp.size - 1} was altered, removed, inserted or reordered`,
           { checkpoint: g.cp.number, expected: g.cp.root.toString('hex'), actual: root.toString('hex') },
         ),
       );
@@ -334,7 +347,8 @@ export async function verifyLog(material: LogMaterial, trustedKeys: readonly Not
       laterMismatchNotes.push(() => {
         const f = findings[later.index];
         if (f !== undefined && later.later > 0) {
-          findings[later.index] = { ...f, message: `${f.message} (so do the ${later.later} later checkpoint${later.later > 1 ? 's' : ''} through ${later.lastNumber})` };
+          const more = later.later > 1 ? `as do the ${later.later} later checkpoints through ${later.lastNumber}` : `as does the later checkpoint ${later.lastNumber}`;
+          findings[later.index] = { ...f, message: `${f.message} (${more}, which cover the same records)` };
         }
       });
     }
@@ -380,7 +394,7 @@ export async function verifyLog(material: LogMaterial, trustedKeys: readonly Not
     let malformed = false;
     try {
       const value: unknown = JSON.parse(rec.bytes.toString('utf8'));
-      if (typeof value === 'object' && value !== null && !Array.isArray(value)) parsed = value as typeof parsed;
+      if (typeof value === 'object' && value !== null && !Array.isArray(value)) parsed = value;
       else malformed = true;
     } catch {
       malformed = true;
@@ -441,8 +455,9 @@ export async function verifyLog(material: LogMaterial, trustedKeys: readonly Not
     add(finding(log, 'record-missing', to > from ? `records ${from}–${to} are missing` : `record ${from} is missing`, { seq: from }));
   }
   const end = expected; // one past the highest seq stored
+  const ends = end === 0 ? 'the log has no records' : `the log ends at seq ${end - 1}`;
   if (end < sealed) {
-    add(finding(log, 'log-truncated', `the log ends at seq ${end - 1} but checkpoint ${newest?.cp.number ?? 0} seals ${sealed} records`, { seq: end, expected: String(sealed), actual: String(end) }));
+    add(finding(log, 'log-truncated', `${ends} but checkpoint ${newest?.cp.number ?? 0} seals ${sealed} records`, { seq: end, expected: String(sealed), actual: String(end) }));
   }
   const witnessNewest = witnessGood.at(-1);
   if (witnessNewest !== undefined) {
@@ -456,7 +471,7 @@ export async function verifyLog(material: LogMaterial, trustedKeys: readonly Not
         }),
       );
       if (end < w.size && end >= sealed) {
-        add(finding(log, 'log-truncated', `the log ends at seq ${end - 1} but the witness checkpoint ${w.number} seals ${w.size} records`, { seq: end, expected: String(w.size), actual: String(end) }));
+        add(finding(log, 'log-truncated', `${ends} but the witness checkpoint ${w.number} seals ${w.size} records`, { seq: end, expected: String(w.size), actual: String(end) }));
       }
     }
   }

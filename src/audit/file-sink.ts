@@ -48,6 +48,7 @@ import { access, mkdir, open, readdir, readFile, type FileHandle } from 'node:fs
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { AuditSinkConflictError, AuditSinkGapError, type AuditSink, type LogHead, type StoredRecord } from './sink.js';
+import { checkLog, checkRange, checkRecords, isLogName } from './sink-input.js';
 
 /** Options for {@link createFileSink}. */
 export interface FileSinkOptions {
@@ -65,7 +66,6 @@ const LF = 0x0a;
 /** One group commit takes calls until it holds about this many records (a larger single call goes alone). */
 const MAX_ROUND_RECORDS = 10_000;
 const LF_BUFFER = Buffer.from('\n');
-const LOG_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$/;
 const SEGMENT_NAME = /^records-(\d{12,})\.jsonl$/;
 const CHECKPOINTS_FILE = 'checkpoints.txt';
 const CHECKPOINT_HEADER = /^checkpoint (0|[1-9][0-9]{0,9})$/;
@@ -79,27 +79,8 @@ function isErrnoException(err: unknown, code: string): boolean {
   return err instanceof Error && (err as NodeJS.ErrnoException).code === code;
 }
 
-/** @throws TypeError unless `log` is a usable instance id (it names a directory). */
-function checkLog(log: string): void {
-  if (!LOG_NAME.test(log)) throw new TypeError(`invalid audit log name ${JSON.stringify(log)}`);
-}
 
-/** @throws TypeError unless the records are a contiguous run of well-formed records. */
-function checkRecords(records: readonly StoredRecord[]): void {
-  records.forEach((record, i) => {
-    const first = records[0]?.seq ?? 0;
-    if (!Number.isSafeInteger(record.seq) || record.seq < 0) throw new TypeError(`invalid record seq ${String(record.seq)}`);
-    if (record.seq !== first + i) throw new TypeError(`records must be contiguous by seq: ${record.seq} follows ${first + i - 1}`);
-    if (!Buffer.isBuffer(record.bytes) || record.bytes.length === 0) throw new TypeError(`record ${record.seq} has no bytes`);
-    if (record.bytes.includes(LF)) throw new TypeError(`record ${record.seq} contains a line feed; canonical JSON never does`);
-  });
-}
 
-/** @throws TypeError unless `fromSeq` and `limit` are non-negative integers. */
-function checkRange(fromSeq: number, limit: number): void {
-  if (!Number.isSafeInteger(fromSeq) || fromSeq < 0) throw new TypeError(`invalid fromSeq ${String(fromSeq)}`);
-  if (!Number.isSafeInteger(limit) || limit < 0) throw new TypeError(`invalid limit ${String(limit)}`);
-}
 
 /** @throws TypeError when the text is not well-formed (a lone surrogate would not survive UTF-8). */
 function encodeCheckpoint(text: string): Buffer {
@@ -741,7 +722,7 @@ export function createFileSink(opts: FileSinkOptions): AuditSink {
         throw err;
       }
       return entries
-        .filter((e) => e.isDirectory() && LOG_NAME.test(e.name))
+        .filter((e) => e.isDirectory() && isLogName(e.name))
         .map((e) => e.name)
         .sort();
     },

@@ -34,6 +34,7 @@
 import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { AuditSinkConflictError, AuditSinkGapError, type AuditSink, type LogHead, type StoredRecord } from './sink.js';
+import { checkLog, checkRange, checkRecords, isLogName } from './sink-input.js';
 
 /** Options for {@link createRedisSink}. */
 export interface RedisSinkOptions {
@@ -49,36 +50,15 @@ export interface RedisSinkOptions {
   readonly connectTimeoutMs?: number;
 }
 
-const LF = 0x0a;
 /** One MULTI carries at most about this many records (whole calls; a larger single call goes alone). */
 const MAX_ROUND_RECORDS = 1000;
-const LOG_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$/;
 const RECORD_ID = /^0-([1-9][0-9]*)$/;
 const ID_NOT_ABOVE_TOP = /equal or smaller than the target stream top item/;
 const CHECKPOINT_PAGE = 1000;
 const SCAN_COUNT = 1000;
 
-/** @throws TypeError unless `log` is a usable instance id. */
-function checkLog(log: string): void {
-  if (!LOG_NAME.test(log)) throw new TypeError(`invalid audit log name ${JSON.stringify(log)}`);
-}
 
-/** @throws TypeError unless the records are a contiguous run of well-formed records. */
-function checkRecords(records: readonly StoredRecord[]): void {
-  records.forEach((record, i) => {
-    const first = records[0]?.seq ?? 0;
-    if (!Number.isSafeInteger(record.seq) || record.seq < 0) throw new TypeError(`invalid record seq ${String(record.seq)}`);
-    if (record.seq !== first + i) throw new TypeError(`records must be contiguous by seq: ${record.seq} follows ${first + i - 1}`);
-    if (!Buffer.isBuffer(record.bytes) || record.bytes.length === 0) throw new TypeError(`record ${record.seq} has no bytes`);
-    if (record.bytes.includes(LF)) throw new TypeError(`record ${record.seq} contains a line feed; canonical JSON never does`);
-  });
-}
 
-/** @throws TypeError unless `fromSeq` and `limit` are non-negative integers. */
-function checkRange(fromSeq: number, limit: number): void {
-  if (!Number.isSafeInteger(fromSeq) || fromSeq < 0) throw new TypeError(`invalid fromSeq ${String(fromSeq)}`);
-  if (!Number.isSafeInteger(limit) || limit < 0) throw new TypeError(`invalid limit ${String(limit)}`);
-}
 
 /** Escapes Redis glob characters so a prefix matches only itself in SCAN MATCH. */
 function escapeGlob(text: string): string {
@@ -380,7 +360,7 @@ export function createRedisSink(opts: RedisSinkOptions): AuditSink {
           const suffix = key.endsWith('}:records') ? '}:records' : key.endsWith('}:checkpoints') ? '}:checkpoints' : undefined;
           if (suffix === undefined || !key.startsWith(prefix)) continue;
           const name = key.slice(prefix.length, key.length - suffix.length);
-          if (LOG_NAME.test(name)) found.add(name);
+          if (isLogName(name)) found.add(name);
         }
         cursor = next;
       } while (cursor !== '0');

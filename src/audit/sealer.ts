@@ -61,6 +61,9 @@ export function createSealer(opts: SealerOptions) {
   let queue: Promise<void> = Promise.resolve();
   let timer: NodeJS.Timeout | undefined;
   let closed = false;
+  /** Acknowledged before the tree was rebuilt from the sink; applied right after. */
+  const backlog: StoredRecord[] = [];
+  let sealQueued = false;
 
   function enqueue(work: () => Promise<void>): Promise<void> {
     queue = queue.then(work).catch((err: unknown) => {
@@ -94,6 +97,8 @@ export function createSealer(opts: SealerOptions) {
         sealedSize = cp.size;
       }
     }
+    for (const rec of backlog) if (rec.seq === r.size) r.append(leafHash(rec.bytes));
+    backlog.length = 0;
     range = r;
   }
 
@@ -113,9 +118,11 @@ export function createSealer(opts: SealerOptions) {
     const r = range;
     if (r === undefined || opts.signers.length === 0) return;
     lastSealAttempt = now();
+    // Size and root are taken now: records acknowledged while this checkpoint is written wait for the next.
+    const size = r.size;
     const text = formatCheckpoint({
       origin: opts.origin,
-      size: r.size,
+      size,
       root: r.root(),
       number: number + 1,
       prevHash,
@@ -127,7 +134,7 @@ export function createSealer(opts: SealerOptions) {
     await opts.sink.appendCheckpoint(opts.instance, note);
     number += 1;
     prevHash = checkpointHash(note);
-    sealedSize = r.size;
+    sealedSize = size;
     lastCheckpointAt = now();
     await mkdir(witnessDir, { recursive: true, mode: 0o700 });
     const file = join(witnessDir, `${String(number).padStart(12, '0')}.note`);
@@ -155,13 +162,21 @@ export function createSealer(opts: SealerOptions) {
     },
     /** Records the sink has just acknowledged, in seq order. */
     acknowledged(records: readonly StoredRecord[]): void {
-      void enqueue(async () => {
-        await init();
-        const r = range;
-        if (r === undefined) return;
-        for (const rec of records) if (rec.seq === r.size) r.append(leafHash(rec.bytes));
-        if (r.size - Math.max(sealedSize, 0) >= opts.maxRecords) await seal();
-      });
+      // The tree is updated at once (not behind queued seals), so sealing keeps up with the writer.
+      const r = range;
+      if (r === undefined) {
+        backlog.push(...records);
+        void enqueue(init);
+        return;
+      }
+      for (const rec of records) if (rec.seq === r.size) r.append(leafHash(rec.bytes));
+      if (r.size - Math.max(sealedSize, 0) >= opts.maxRecords && !sealQueued) {
+        sealQueued = true;
+        void enqueue(async () => {
+          sealQueued = false;
+          await seal();
+        });
+      }
     },
     /** Seals now (tests, shutdown). */
     sealNow(): Promise<void> {

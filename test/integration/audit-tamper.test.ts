@@ -602,5 +602,12 @@ describe.each(['redis', 'file'] as const)('audit verify on an untouched %s sink'
     const r2 = await verify(config, '--public-key', newPub);
     expect(r2.stdout, r2.stderr).toBe(summary);
     expect(r2.code).toBe(0);
+
+    // Control: a key that never signed anything vouches for none of it.
+    const otherPub = join(place.dir, 'keys', 'other.pub');
+    await writeFile(otherPub, generateKeyPairSync('ed25519').publicKey.export({ format: 'pem', type: 'spki' }));
+    const r3 = await verify(config, '--public-key', otherPub);
+    expect(r3.code, r3.stdout).toBe(3);
+    expect(r3.stdout).toMatch(line('checkpoint-unknown-key', { checkpoint: 0 }));
   });
 });

@@ -264,6 +264,19 @@ export async function createApp(opts: AppOptions): Promise<App> {
   ];
   const admin = createAdminServer(metrics.registry, () => readiness);
 
+  /**
+   * Releases everything behind the listeners, in dependency order: upstream pools, the audit log
+   * (ships what it can), a final checkpoint, then the sink and store connections.
+   */
+  async function releaseAll(): Promise<void> {
+    await pools.closeAll();
+    await audit.close();
+    await sealer.close();
+    if (ownsSink) await sink.close();
+    if (ownsStore) await store.close();
+    unsubscribe();
+  }
+
   /** A `config` audit record for a reload attempt. */
   function recordConfig(result: 'success' | 'failure', detail: string): void {
     audit
@@ -314,12 +327,7 @@ export async function createApp(opts: AppOptions): Promise<App> {
       if (pub.status === 'rejected' || adm.status === 'rejected') {
         // Never leave one listener up when the other failed: close what opened, then report.
         await Promise.all([server, admin].map((s) => new Promise<void>((resolve) => (s.listening ? s.close(() => resolve()) : resolve()))));
-        await pools.closeAll();
-        await audit.close();
-        await sealer.close();
-        if (ownsSink) await sink.close();
-        if (ownsStore) await store.close();
-        unsubscribe();
+        await releaseAll();
         const failed = pub.status === 'rejected' ? { what: 'server.listen', address: cfg.listen, reason: pub.reason as unknown } : { what: 'server.admin_listen', address: cfg.admin_listen, reason: (adm as PromiseRejectedResult).reason as unknown };
         const detail = failed.reason instanceof Error ? failed.reason.message : String(failed.reason);
         throw new Error(`cannot listen on ${failed.address} (${failed.what}): ${detail}`, { cause: failed.reason });
@@ -365,12 +373,7 @@ export async function createApp(opts: AppOptions): Promise<App> {
       server.closeAllConnections();
       admin.closeAllConnections();
       await closed;
-      await pools.closeAll();
-      await audit.close();
-      await sealer.close();
-      if (ownsSink) await sink.close();
-      if (ownsStore) await store.close();
-      unsubscribe();
+      await releaseAll();
     },
     sealer,
   };

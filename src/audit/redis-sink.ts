@@ -31,10 +31,10 @@
  * bytes are canonical JSON, so never empty and never containing a raw line feed (refused, as by the file
  * sink, so logs can move between sinks).
  */
-import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { AuditSinkConflictError, AuditSinkGapError, type AuditSink, type LogHead, type StoredRecord } from './sink.js';
 import { checkLog, checkRange, checkRecords, isLogName } from './sink-input.js';
+import { createFailFastRedis } from '../store/fail-fast-redis.js';
 
 /** Options for {@link createRedisSink}. */
 export interface RedisSinkOptions {
@@ -65,10 +65,6 @@ function escapeGlob(text: string): string {
   return text.replace(/[*?[\]\\]/g, (c) => `\\${c}`);
 }
 
-/** Reconnect delay after the `attempt`-th consecutive failure: 100, 200, 400, 800, then 1000 ms, ±jitter. */
-function reconnectDelayMs(attempt: number): number {
-  return Math.min(100 * 2 ** Math.min(attempt - 1, 4), 1000) + Math.floor(Math.random() * 100);
-}
 
 const recordId = (seq: number): string => `0-${seq + 1}`;
 
@@ -122,36 +118,23 @@ interface LogState {
  */
 export function createRedisSink(opts: RedisSinkOptions): AuditSink {
   const log = opts.logger?.child({ component: 'audit-sink', sink: 'redis' });
-  const redis = new Redis(opts.url, {
+  let closing: Promise<void> | undefined;
+  const redis = createFailFastRedis({
+    url: opts.url,
     connectionName: 'portcullis-audit',
-    connectTimeout: opts.connectTimeoutMs ?? 2000,
-    commandTimeout: opts.commandTimeoutMs ?? 1000,
-    maxRetriesPerRequest: 1,
-    enableOfflineQueue: true, // until the first 'ready'
-    autoResendUnfulfilledCommands: false,
-    retryStrategy: reconnectDelayMs,
+    what: 'redis audit sink',
+    logger: log,
+    connectTimeoutMs: opts.connectTimeoutMs,
+    commandTimeoutMs: opts.commandTimeoutMs,
+    isClosing: () => closing !== undefined,
   });
   /**
    * Counts lost connections: a cached head is trusted only on the connection it was read on. ('close'
    * always fires before a reconnect, and commands queued before the first connect go out on it.)
    */
   let epoch = 0;
-  let closing: Promise<void> | undefined;
-  let down = false;
-  redis.on('ready', () => {
-    redis.options.enableOfflineQueue = false;
-    if (down) log?.info('redis audit sink reconnected');
-    down = false;
-  });
-  redis.on('error', (err: Error) => {
-    if (!down) log?.warn({ err }, 'redis audit sink unavailable; appends fail until it returns');
-    else log?.debug({ err }, 'redis audit sink still unavailable');
-    down = true;
-  });
   redis.on('close', () => {
     epoch++;
-    if (!down && !closing) log?.warn('redis audit sink connection closed; reconnecting');
-    down = true;
   });
 
   const states = new Map<string, LogState>();

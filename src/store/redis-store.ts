@@ -19,8 +19,8 @@
  * Every other method rejects while Redis is unavailable; callers treat that as "deny / 503", never as
  * "absent".
  */
-import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
+import { createFailFastRedis } from './fail-fast-redis.js';
 import type { Store } from './store.js';
 import { toTtlMs } from './ttl-ms.js';
 
@@ -59,10 +59,6 @@ interface StoreScripts {
   portcullisAddToSet(key: string, member: string, ttlMs: number): Promise<number>;
 }
 
-/** Reconnect delay after the `attempt`-th consecutive failure: 100, 200, 400, 800, then 1000 ms, ±jitter. */
-function reconnectDelayMs(attempt: number): number {
-  return Math.min(100 * 2 ** Math.min(attempt - 1, 4), 1000) + Math.floor(Math.random() * 100);
-}
 
 /**
  * Creates a Redis-backed {@link Store}. It starts connecting at once; see the module comment for how
@@ -71,36 +67,19 @@ function reconnectDelayMs(attempt: number): number {
  */
 export function createRedisStore(opts: RedisStoreOptions): Store {
   const log = opts.logger?.child({ component: 'store' });
-  const redis = new Redis(opts.url, {
+  let closing: Promise<void> | undefined;
+  const redis = createFailFastRedis({
+    url: opts.url,
     connectionName: 'portcullis-store',
-    connectTimeout: opts.connectTimeoutMs ?? 2000,
-    commandTimeout: opts.commandTimeoutMs ?? 1000,
-    maxRetriesPerRequest: 1,
-    enableOfflineQueue: true, // until the first 'ready'; see below
-    autoResendUnfulfilledCommands: false,
-    retryStrategy: reconnectDelayMs,
+    what: 'redis store',
+    logger: log,
+    connectTimeoutMs: opts.connectTimeoutMs,
+    commandTimeoutMs: opts.commandTimeoutMs,
+    isClosing: () => closing !== undefined,
   });
   redis.defineCommand('portcullisIncrement', { numberOfKeys: 1, lua: INCREMENT_LUA });
   redis.defineCommand('portcullisAddToSet', { numberOfKeys: 1, lua: ADD_TO_SET_LUA });
   const scripts = redis as unknown as StoreScripts;
-
-  let closing: Promise<void> | undefined;
-  // Log state changes, not every failed reconnect attempt.
-  let down = false;
-  redis.on('ready', () => {
-    redis.options.enableOfflineQueue = false;
-    if (down) log?.info('redis store reconnected');
-    down = false;
-  });
-  redis.on('error', (err: Error) => {
-    if (!down) log?.warn({ err }, 'redis store unavailable; store operations fail until it returns');
-    else log?.debug({ err }, 'redis store still unavailable');
-    down = true;
-  });
-  redis.on('close', () => {
-    if (!down && !closing) log?.warn('redis store connection closed; reconnecting');
-    down = true;
-  });
 
   const k = (key: string): string => opts.keyPrefix + key;
 

@@ -30,17 +30,6 @@ export interface AuthEventSink {
   emit(event: AuthEvent): void;
 }
 
-/** A bounded in-memory sink (newest kept), for the embedded default and for tests. */
-export function createMemoryAuthEventSink(limit = 10_000): AuthEventSink & { recent(): readonly AuthEvent[] } {
-  const events: AuthEvent[] = [];
-  return {
-    emit(event) {
-      events.push(event);
-      if (events.length > limit) events.splice(0, events.length - limit);
-    },
-    recent: () => events,
-  };
-}
 
 /**
  * Sends identity events to the audit log as `auth` records (and to `also`, when given). Spooling

@@ -48,7 +48,7 @@ import { access, mkdir, open, readdir, readFile, type FileHandle } from 'node:fs
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { AuditSinkConflictError, AuditSinkGapError, type AuditSink, type LogHead, type StoredRecord } from './sink.js';
-import { checkLog, checkRange, checkRecords, isLogName } from './sink-input.js';
+import { checkLog, checkRange, checkRecords, isLogName, takeRound, type PendingAppend } from './sink-input.js';
 
 /** Options for {@link createFileSink}. */
 export interface FileSinkOptions {
@@ -272,23 +272,7 @@ function parseCheckpoints(data: Buffer, path: string): CheckpointEntries {
   return { texts, completeEnd: pos };
 }
 
-/** Removes and returns the calls of the next round: in order, until MAX_ROUND_RECORDS is reached. */
-function takeRound(queue: PendingAppend[]): PendingAppend[] {
-  let records = 0;
-  let n = 0;
-  while (n < queue.length && (n === 0 || records + (queue[n]?.records.length ?? 0) <= MAX_ROUND_RECORDS)) {
-    records += queue[n]?.records.length ?? 0;
-    n++;
-  }
-  return queue.splice(0, n);
-}
 
-/** One waiting `append()` call. */
-interface PendingAppend {
-  readonly records: readonly StoredRecord[];
-  readonly resolve: () => void;
-  readonly reject: (err: unknown) => void;
-}
 
 /** The state of a log this process writes. */
 interface LogWriter {
@@ -590,7 +574,7 @@ export function createFileSink(opts: FileSinkOptions): AuditSink {
         for (const call of writer.queue.splice(0)) call.reject(writer.broken);
         break;
       }
-      await commitRound(writer, takeRound(writer.queue));
+      await commitRound(writer, takeRound(writer.queue, MAX_ROUND_RECORDS));
     }
     writer.flushing = undefined;
   };

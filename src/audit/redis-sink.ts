@@ -33,8 +33,8 @@
  */
 import type { Logger } from 'pino';
 import { AuditSinkConflictError, AuditSinkGapError, type AuditSink, type LogHead, type StoredRecord } from './sink.js';
-import { checkLog, checkRange, checkRecords, isLogName } from './sink-input.js';
-import { createFailFastRedis } from '../store/fail-fast-redis.js';
+import { checkLog, checkRange, checkRecords, isLogName, takeRound, type PendingAppend } from './sink-input.js';
+import { createFailFastRedis, quitOrDisconnect } from '../store/fail-fast-redis.js';
 
 /** Options for {@link createRedisSink}. */
 export interface RedisSinkOptions {
@@ -79,23 +79,7 @@ function toRecord(key: string, [id, fields]: [Buffer, Buffer[]]): StoredRecord {
   throw new Error(`${key}: entry ${id.toString('latin1')} has no field r`);
 }
 
-/** Removes and returns the calls of the next round: in order, until MAX_ROUND_RECORDS is reached. */
-function takeRound(queue: PendingAppend[]): PendingAppend[] {
-  let records = 0;
-  let n = 0;
-  while (n < queue.length && (n === 0 || records + (queue[n]?.records.length ?? 0) <= MAX_ROUND_RECORDS)) {
-    records += queue[n]?.records.length ?? 0;
-    n++;
-  }
-  return queue.splice(0, n);
-}
 
-/** One waiting `append()` call. */
-interface PendingAppend {
-  readonly records: readonly StoredRecord[];
-  readonly resolve: () => void;
-  readonly reject: (err: unknown) => void;
-}
 
 /** What the sink knows of a log's head, valid only on the connection (epoch) it was read on. */
 interface KnownHead {
@@ -283,7 +267,7 @@ export function createRedisSink(opts: RedisSinkOptions): AuditSink {
   };
 
   const flush = async (name: string, state: LogState): Promise<void> => {
-    while (state.queue.length > 0) await commitRound(name, state, takeRound(state.queue));
+    while (state.queue.length > 0) await commitRound(name, state, takeRound(state.queue, MAX_ROUND_RECORDS));
     state.flushing = undefined;
   };
 
@@ -390,15 +374,7 @@ export function createRedisSink(opts: RedisSinkOptions): AuditSink {
     close() {
       closing ??= (async () => {
         for (const state of states.values()) await state.flushing;
-        if (redis.status === 'ready') {
-          try {
-            await redis.quit();
-            return;
-          } catch {
-            // fall through: drop the connection instead
-          }
-        }
-        redis.disconnect();
+        await quitOrDisconnect(redis);
       })();
       return closing;
     },

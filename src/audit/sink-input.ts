@@ -1,6 +1,7 @@
 /**
- * Argument checks every AuditSink adapter applies, so that both refuse the same bad input the same
- * way (TypeError: a programming error, not a sink failure).
+ * What every AuditSink adapter shares: the argument checks (so both refuse the same bad input the
+ * same way — TypeError: a programming error, not a sink failure) and the batching of queued
+ * `append()` calls into rounds.
  */
 import type { StoredRecord } from './sink.js';
 
@@ -32,4 +33,25 @@ export function checkRecords(records: readonly StoredRecord[]): void {
 export function checkRange(fromSeq: number, limit: number): void {
   if (!Number.isSafeInteger(fromSeq) || fromSeq < 0) throw new TypeError(`invalid fromSeq ${String(fromSeq)}`);
   if (!Number.isSafeInteger(limit) || limit < 0) throw new TypeError(`invalid limit ${String(limit)}`);
+}
+
+/** One waiting `append()` call. */
+export interface PendingAppend {
+  readonly records: readonly StoredRecord[];
+  readonly resolve: () => void;
+  readonly reject: (err: unknown) => void;
+}
+
+/**
+ * Removes and returns the calls of the next round: whole calls in order, until about `maxRecords`
+ * (a larger single call goes alone).
+ */
+export function takeRound(queue: PendingAppend[], maxRecords: number): PendingAppend[] {
+  let records = 0;
+  let n = 0;
+  while (n < queue.length && (n === 0 || records + (queue[n]?.records.length ?? 0) <= maxRecords)) {
+    records += queue[n]?.records.length ?? 0;
+    n++;
+  }
+  return queue.splice(0, n);
 }

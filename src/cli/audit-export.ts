@@ -13,7 +13,8 @@ import { EXPORT_HEADER_TYPE, EXPORT_VERSION, formatExportLine, type ExportLine }
 import { CompactRange } from '../audit/merkle.js';
 import { parseTimeBound } from '../audit/record-filter.js';
 import { errorText, readFailure } from './audit-query.js';
-import { auditLogs, openAuditSetup, readWitness, sinkRecords, type AuditToolOptions } from './audit-verify.js';
+import { openAuditSetup } from './audit-query.js';
+import { auditLogs, readWitness, sinkRecords, type AuditToolOptions } from './audit-verify.js';
 import { parseCommand, type CliIo } from './io.js';
 
 const USAGE = `Usage: portcullis audit export --out FILE [--since T] [--config FILE] [--instance ID]

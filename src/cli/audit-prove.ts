@@ -15,7 +15,8 @@ import { formatTlogProof } from '../audit/export-format.js';
 import { CompactRange, verifyInclusion } from '../audit/merkle.js';
 import { openNote } from '../audit/signed-note.js';
 import { errorText, readFailure } from './audit-query.js';
-import { openAuditSetup, sinkRecords, type AuditToolOptions } from './audit-verify.js';
+import { openAuditSetup } from './audit-query.js';
+import { sinkRecords, type AuditToolOptions } from './audit-verify.js';
 import { parseCommand, type CliIo } from './io.js';
 
 const USAGE = `Usage: portcullis audit prove --index N [--instance ID] [--config FILE] [--out FILE] [--record-out FILE]

@@ -10,7 +10,7 @@ import { createAuditSink } from '../audit/create-sink.js';
 import { matches, parseFilter, type RecordFilter } from '../audit/record-filter.js';
 import type { AuditSink, StoredRecord } from '../audit/sink.js';
 import { formatIssues, loadConfigFile, type Config } from '../config/index.js';
-import { parseCommand, type CliIo, type CommandOptions } from './io.js';
+import { configPath, parseCommand, type CliIo, type CommandOptions } from './io.js';
 
 /** The options `audit query` and `audit tail` share. */
 export const AUDIT_READ_OPTIONS = {
@@ -111,7 +111,26 @@ export async function setUpAuditRead(
     io.stderr(`${errors.map((e) => `audit ${command}: ${e}`).join('\n')}\n\n${usage}`);
     return 2;
   }
-  const file = values.config ?? io.env.PORTCULLIS_CONFIG ?? 'config/portcullis.yaml';
+  const setup = await openAuditSetup(values.config, io, opts);
+  if (typeof setup === 'number') return setup;
+  return { filter: filter.filter, limit, sink: setup.sink, where: setup.where, pageSize: setup.pageSize };
+}
+
+/** The config and sink a command works with. */
+export interface AuditSetup {
+  readonly config: Config;
+  readonly sink: AuditSink;
+  /** The sink, described for messages. */
+  readonly where: string;
+  readonly pageSize: number;
+}
+
+/**
+ * Loads the config (`--config`, else $PORTCULLIS_CONFIG, else config/portcullis.yaml) and creates its
+ * sink. Returns 1 after printing the problems when the config is invalid or unreadable.
+ */
+export async function openAuditSetup(configFile: string | undefined, io: CliIo, opts: AuditReadOptions): Promise<AuditSetup | number> {
+  const file = configPath(configFile, io);
   const loaded = await loadConfigFile(file, io.env);
   if (!loaded.ok) {
     io.stderr(`${formatIssues(loaded.issues)}\n`);
@@ -119,7 +138,7 @@ export async function setUpAuditRead(
   }
   const sinkConfig = loaded.config.audit.sink;
   const sink = (opts.createSink ?? ((c: Config['audit']['sink']) => createAuditSink(c)))(sinkConfig);
-  return { filter: filter.filter, limit, sink, where: describeSink(sinkConfig), pageSize: opts.pageSize ?? 1000 };
+  return { config: loaded.config, sink, where: describeSink(sinkConfig), pageSize: opts.pageSize ?? 1000 };
 }
 
 /** A stored record that passed the filter, with its output line (the stored bytes, verbatim). */

@@ -11,47 +11,19 @@ import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { leafHash } from '../audit/canonical.js';
 import { parseCheckpoint } from '../audit/checkpoint.js';
-import { createAuditSink } from '../audit/create-sink.js';
 import { exportRecords, parseTlogProof, scanExport, ExportFormatError } from '../audit/export-format.js';
 import { verifyInclusion } from '../audit/merkle.js';
 import { readPublicKey } from '../audit/seal-key.js';
 import { openNote, verifierFromPublicKey, type NoteVerifier } from '../audit/signed-note.js';
 import type { AuditSink, StoredRecord } from '../audit/sink.js';
 import { FINDING_CODES, verifyLog, type Finding, type LogMaterial, type LogReport } from '../audit/verify.js';
-import { formatIssues, loadConfigFile, type Config } from '../config/index.js';
-import type { AuditReadOptions } from './audit-query.js';
-import { describeSink, errorText, readFailure } from './audit-query.js';
+import { errorText, openAuditSetup, readFailure, type AuditReadOptions, type AuditSetup } from './audit-query.js';
 import { parseCommand, type CliIo } from './io.js';
 
 /** Dependencies of the audit verify / export / prove commands; tests replace them. */
 export interface AuditToolOptions extends AuditReadOptions {
   /** Show progress on stderr. Default: `process.stderr.isTTY`. */
   readonly progress?: boolean;
-}
-
-/** The config and sink a command works with. */
-export interface AuditSetup {
-  readonly config: Config;
-  readonly sink: AuditSink;
-  /** The sink, described for messages. */
-  readonly where: string;
-  readonly pageSize: number;
-}
-
-/**
- * Loads the config (`--config`, else $PORTCULLIS_CONFIG, else config/portcullis.yaml) and creates its
- * sink. Returns 1 after printing the problems when the config is invalid or unreadable.
- */
-export async function openAuditSetup(configFile: string | undefined, io: CliIo, opts: AuditReadOptions): Promise<AuditSetup | number> {
-  const file = configFile ?? io.env.PORTCULLIS_CONFIG ?? 'config/portcullis.yaml';
-  const loaded = await loadConfigFile(file, io.env);
-  if (!loaded.ok) {
-    io.stderr(`${formatIssues(loaded.issues)}\n`);
-    return 1;
-  }
-  const sinkConfig = loaded.config.audit.sink;
-  const sink = (opts.createSink ?? ((c: Config['audit']['sink']) => createAuditSink(c)))(sinkConfig);
-  return { config: loaded.config, sink, where: describeSink(sinkConfig), pageSize: opts.pageSize ?? 1000 };
 }
 
 /** The instance ids that have a directory under `witnessDir` (sorted; none when it is absent). */

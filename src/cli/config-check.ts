@@ -1,6 +1,6 @@
 /** `portcullis config check [FILE]`: validates a configuration without starting anything. */
 import { formatIssues, loadConfigFile } from '../config/index.js';
-import { parseCommand, type CliIo } from './io.js';
+import { configPath, parseCommand, type CliIo } from './io.js';
 
 const USAGE = `Usage: portcullis config check [FILE]
 
@@ -21,7 +21,7 @@ export async function runConfigCheck(args: readonly string[], io: CliIo): Promis
     io.stderr(`config check takes one FILE, got ${parsed.positionals.length}\n\n${USAGE}`);
     return 2;
   }
-  const file = parsed.positionals[0] ?? io.env.PORTCULLIS_CONFIG ?? 'config/portcullis.yaml';
+  const file = configPath(parsed.positionals[0], io);
   const result = await loadConfigFile(file, io.env);
   if (!result.ok) {
     io.stderr(`${formatIssues(result.issues)}\n`);

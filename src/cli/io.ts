@@ -46,3 +46,8 @@ export function parseCommand<const O extends CommandOptions>(
 export type ParsedValues<O extends CommandOptions> = {
   [K in keyof O]?: O[K] extends { type: 'boolean' } ? boolean : O[K] extends { multiple: true } ? string[] : string;
 };
+
+/** The config file a command uses: its flag, else `$PORTCULLIS_CONFIG`, else `config/portcullis.yaml`. */
+export function configPath(flag: string | undefined, io: CliIo): string {
+  return flag ?? io.env.PORTCULLIS_CONFIG ?? 'config/portcullis.yaml';
+}

@@ -2,7 +2,7 @@
 import { loadConfigFile } from '../config/index.js';
 import { generateSealKey, SealKeyError, writeSealKey } from '../audit/seal-key.js';
 import { isValidKeyName, vkeyOf } from '../audit/signed-note.js';
-import { parseCommand, type CliIo } from './io.js';
+import { configPath, parseCommand, type CliIo } from './io.js';
 
 const DEFAULT_NAME = 'portcullis.example/audit';
 
@@ -54,7 +54,7 @@ export async function runKeysGenerate(args: readonly string[], io: CliIo): Promi
 
 /** audit.seal.origin of the configuration, if it loads; else the default origin. */
 async function originFromConfig(io: CliIo): Promise<string> {
-  const configFile = io.env.PORTCULLIS_CONFIG ?? 'config/portcullis.yaml';
+  const configFile = configPath(undefined, io);
   const loaded = await loadConfigFile(configFile, io.env);
   if (loaded.ok) {
     const origin = loaded.config.audit.seal.origin;

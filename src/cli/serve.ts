@@ -7,7 +7,7 @@ import { createApp, listenOn, type App } from '../app.js';
 import { ensureUsersFile } from '../identity/local-users.js';
 import { formatIssues, loadConfigFile, watchConfigFile } from '../config/index.js';
 import { createEchoServer } from '../demo/echo-server.js';
-import { parseCommand, type CliIo } from './io.js';
+import { configPath, parseCommand, type CliIo } from './io.js';
 
 const USAGE = `Usage: portcullis serve [--config FILE] [--echo HOST:PORT]
 
@@ -35,7 +35,7 @@ export async function runServe(args: readonly string[], io: CliIo): Promise<numb
   const parsed = parseCommand(args, { config: { type: 'string' }, echo: { type: 'string' }, 'log-level': { type: 'string' } }, USAGE, io);
   if (typeof parsed === 'number') return parsed;
   const { values } = parsed;
-  const file = values.config ?? io.env.PORTCULLIS_CONFIG ?? 'config/portcullis.yaml';
+  const file = configPath(values.config, io);
   const loaded = await loadConfigFile(file, io.env);
   if (!loaded.ok) {
     io.stderr(`${formatIssues(loaded.issues)}\n`);

@@ -2,7 +2,7 @@
 import { loadConfigFile } from '../config/index.js';
 import { addUser, UsersFileError } from '../identity/local-users.js';
 import { generatePassword } from '../identity/password-hash.js';
-import { parseCommand, type CliIo } from './io.js';
+import { configPath, parseCommand, type CliIo } from './io.js';
 
 const USAGE = `Usage: portcullis users add NAME --groups a,b [--email E] [--users-file F]
 
@@ -101,7 +101,7 @@ export async function runUsersAdd(args: readonly string[], io: CliIo, options: U
 
 /** The first local provider's users_file in the configuration, if it loads; else config/users.yaml. */
 async function usersFileFromConfig(io: CliIo): Promise<string> {
-  const configFile = io.env.PORTCULLIS_CONFIG ?? 'config/portcullis.yaml';
+  const configFile = configPath(undefined, io);
   const loaded = await loadConfigFile(configFile, io.env);
   if (loaded.ok) {
     const local = loaded.config.identity.providers.find((p) => p.type === 'local');

@@ -17,11 +17,9 @@ export const ERRORS = {
   GW_ERR_UPSTREAM_TIMEOUT: { status: 504, expose: true, message: 'The upstream service did not answer in time.' },
   GW_ERR_STORE_UNAVAILABLE: { status: 503, expose: true, message: 'The gateway cannot reach its session store; try again shortly.' },
   GW_ERR_AUDIT_UNAVAILABLE: { status: 503, expose: true, message: 'The gateway cannot record this request in its audit log right now, so it does not forward it.' },
-  GW_ERR_SHUTTING_DOWN: { status: 503, expose: true, message: 'The gateway is shutting down.' },
   GW_ERR_GATEWAY_INTERNAL: { status: 500, expose: false, message: 'The gateway failed to handle this request.' },
   GW_ERR_CONFIG_INVALID: { status: 500, expose: false, message: 'The configuration is invalid.' },
   GW_ERR_CONFIG_READ: { status: 500, expose: false, message: 'The configuration file could not be read.' },
-  GW_ERR_CLI_USAGE: { status: 400, expose: false, message: 'The command line is not valid.' },
 } as const satisfies Record<string, { status: number; expose: boolean; message: string }>;
 
 /** A stable error code from the catalog. */

@@ -56,3 +56,16 @@ export function createFailFastRedis(opts: FailFastRedisOptions): Redis {
   });
   return redis;
 }
+
+/** Ends a connection politely (QUIT) when it is up, else drops it. Never throws. */
+export async function quitOrDisconnect(redis: Redis): Promise<void> {
+  if (redis.status === 'ready') {
+    try {
+      await redis.quit();
+      return;
+    } catch {
+      // fall through: drop the connection instead
+    }
+  }
+  redis.disconnect();
+}

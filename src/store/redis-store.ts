@@ -20,7 +20,7 @@
  * "absent".
  */
 import type { Logger } from 'pino';
-import { createFailFastRedis } from './fail-fast-redis.js';
+import { createFailFastRedis, quitOrDisconnect } from './fail-fast-redis.js';
 import type { Store } from './store.js';
 import { toTtlMs } from './ttl-ms.js';
 
@@ -139,15 +139,7 @@ export function createRedisStore(opts: RedisStoreOptions): Store {
 
     close() {
       closing ??= (async () => {
-        if (redis.status === 'ready') {
-          try {
-            await redis.quit();
-            return;
-          } catch {
-            // fall through: drop the connection instead
-          }
-        }
-        redis.disconnect();
+        await quitOrDisconnect(redis);
       })();
       return closing;
     },

@@ -5,7 +5,7 @@
  * strict routes, which wait for the local spool, not for the sink.
  *
  * Redis here is always a private redis-server on a free port with an fsynced append-only file
- * (test/support/durable-redis.ts), so what it acknowledged before a crash is still there after it;
+ * (test/support/redis-server.ts with durable: true), so what it acknowledged before a crash is still there after it;
  * the shared Redis on 6379 is never touched. The CLI test runs dist/ (`npm run build` first).
  */
 import { randomBytes } from 'node:crypto';
@@ -22,7 +22,7 @@ import { openAuditLog } from '../../src/audit/audit-log.js';
 import { createFileSink } from '../../src/audit/file-sink.js';
 import type { AuditRecord, RecordBody } from '../../src/audit/record.js';
 import { chainProblems, readFileSinkRecords } from '../support/audit-records.js';
-import { startDurableRedis, type DurableRedisServer } from '../support/durable-redis.js';
+import { startRedisServer, type TestRedisServer } from '../support/redis-server.js';
 import { startGateway, type TestGateway } from '../support/gateway.js';
 import { send, type ClientResponse } from '../support/http-client.js';
 import { eventually, freePorts, killAllCli, startCli, type CliProcess } from '../support/process.js';
@@ -46,8 +46,8 @@ function deferred(): { promise: Promise<void>; resolve: () => void } {
   return { promise, resolve };
 }
 
-async function durableRedis(): Promise<DurableRedisServer> {
-  const redis = await startDurableRedis();
+async function durableRedis(): Promise<TestRedisServer> {
+  const redis = await startRedisServer({ durable: true });
   cleanups.push(() => redis.stop());
   return redis;
 }
@@ -59,7 +59,7 @@ async function recordingUpstream(): Promise<RecordingUpstream> {
 }
 
 /** A gateway whose audit log goes to a Redis stream of its own. */
-async function redisGateway(opts: { instance: string; redis: DurableRedisServer; onFailure: 'spool' | 'reject'; routes: Record<string, unknown>[] }): Promise<{ gw: TestGateway; stream: string }> {
+async function redisGateway(opts: { instance: string; redis: TestRedisServer; onFailure: 'spool' | 'reject'; routes: Record<string, unknown>[] }): Promise<{ gw: TestGateway; stream: string }> {
   const stream = `pc-test:${randomBytes(6).toString('hex')}`;
   const gw = await startGateway({
     server: { instance_id: opts.instance, public_url: 'http://localhost' },
@@ -186,7 +186,7 @@ describe('the audit log under faults', () => {
 
     const outage = (async () => {
       await reachedKill.promise;
-      await redis.kill();
+      await redis.crash();
       // While Redis is down (and the load goes on), the admin listener shows the spool filling up.
       await eventually(async () => {
         const text = await metricsText(gw.adminUrl);
@@ -255,7 +255,7 @@ describe('the audit log under faults', () => {
     expect(before.filter((s) => s !== 200 && s !== 404)).toEqual([]);
     expect((await fetch(`${gw.adminUrl}/readyz`)).status).toBe(200);
 
-    await redis.kill();
+    await redis.crash();
     // The writer notices at its first failed append (the records of these probes); from then on it refuses.
     await eventually(async () => (await get('/probe')).status === 503, 10_000, 20);
     expect((await fetch(`${gw.adminUrl}/readyz`)).status).toBe(503);
@@ -450,7 +450,7 @@ describe('the audit log under faults', () => {
 
     expect((await get('/up')).status).toBe(200);
     expect(await gw.app.audit.flush(5_000)).toBe(true);
-    await redis.kill();
+    await redis.crash();
 
     const ids: string[] = [];
     await load(60, 10, async (i) => {
@@ -503,7 +503,7 @@ describe('the audit log under faults', () => {
     await gw.stop(200);
 
     // The crashed gateway comes back on that spool while its sink (a log of its own here) is down.
-    await redis.kill();
+    await redis.crash();
     const stream = `pc-test:${randomBytes(6).toString('hex')}`;
     const back = await startGateway({
       server: { instance_id: instance, public_url: 'http://localhost' },

@@ -1,7 +1,9 @@
 /**
  * A private `redis-server` for tests that break Redis on purpose (kill it, freeze it, bring it back).
- * Each one runs Debian's `redis-server` from PATH on its own free loopback port with persistence off
- * and a temporary working directory; the shared Redis on 6379 is never touched.
+ * Each one runs Debian's `redis-server` from PATH on its own free loopback port and temporary
+ * working directory; the shared Redis on 6379 is never touched. By default persistence is off (it
+ * restarts empty, like a cache that lost its data); `durable: true` turns on the append-only file,
+ * fsynced before every reply, so whatever it acknowledged survives `crash()` and `restart()`.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -18,11 +20,13 @@ export interface TestRedisServer {
   stop(): Promise<void>;
   /** Kills the server at once (SIGKILL), like a crash; `restart()` brings it back. */
   kill(): void;
+  /** Like `kill()`, and resolves once the process is gone. */
+  crash(): Promise<void>;
   /** Stops the process without closing its sockets (SIGSTOP): connections stay open, nothing answers. */
   freeze(): void;
   /** Lets a frozen server run again (SIGCONT). */
   thaw(): void;
-  /** Starts the server again on the same port (killing it first if it still runs); empty, as after a crash. */
+  /** Starts the server again on the same port (killing it first if it still runs): empty, or with its data when durable. */
   restart(): Promise<void>;
 }
 
@@ -84,7 +88,7 @@ function exited(child: ChildProcess): Promise<void> {
  * Starts a private `redis-server` and resolves once it answers PING (within 10 s).
  * @throws Error with the server's output when it exits or does not answer in time.
  */
-export async function startRedisServer(): Promise<TestRedisServer> {
+export async function startRedisServer(opts: { durable?: boolean } = {}): Promise<TestRedisServer> {
   installExitHook();
   const port = await freePort();
   const dir = await mkdtemp(join(tmpdir(), 'portcullis-redis-'));
@@ -93,7 +97,10 @@ export async function startRedisServer(): Promise<TestRedisServer> {
   const launch = async (): Promise<void> => {
     const proc = spawn(
       'redis-server',
-      ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--loglevel', 'warning'],
+      [
+        ...['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--dir', dir, '--loglevel', 'warning'],
+        ...(opts.durable === true ? ['--appendonly', 'yes', '--appendfsync', 'always'] : ['--appendonly', 'no']),
+      ],
       { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] },
     );
     child = proc;
@@ -152,6 +159,11 @@ export async function startRedisServer(): Promise<TestRedisServer> {
     },
     kill() {
       signal('SIGKILL');
+    },
+    async crash() {
+      const proc = child;
+      signal('SIGKILL');
+      if (proc !== undefined) await exited(proc);
     },
     freeze() {
       signal('SIGSTOP');

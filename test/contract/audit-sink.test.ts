@@ -19,6 +19,7 @@ import { createFileSink, type FileSinkOptions } from '../../src/audit/file-sink.
 import { createRedisSink } from '../../src/audit/redis-sink.js';
 import { AuditSinkConflictError, type AuditSink } from '../../src/audit/sink.js';
 import { startRedisServer, type TestRedisServer } from '../support/redis-server.js';
+import { deleteKeys, timed, untilResolved } from '../support/redis-test-kit.js';
 import { auditSinkContract, fill, record, records } from './audit-sink.contract.js';
 
 const SHARED_REDIS_URL = process.env.PORTCULLIS_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -26,39 +27,8 @@ const SHARED_REDIS_URL = process.env.PORTCULLIS_TEST_REDIS_URL ?? 'redis://127.0
 /** A stream prefix no other test run uses; no glob characters, so SCAN MATCH `<prefix>*` is exact. */
 const uniqueStream = () => `pc-test-audit-${randomUUID()}`;
 
-/** Deletes every key under `prefix`, and only those. */
-async function deleteKeys(admin: Redis, prefix: string): Promise<void> {
-  let cursor = '0';
-  do {
-    const [next, keys] = await admin.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 500);
-    if (keys.length > 0) await admin.del(...keys);
-    cursor = next;
-  } while (cursor !== '0');
-}
 
-/** Resolves once `fn` stops rejecting, polling every 50 ms for up to `timeoutMs`. */
-async function eventually<T>(fn: () => Promise<T>, timeoutMs: number): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      return await fn();
-    } catch (err) {
-      if (Date.now() > deadline) throw err;
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  }
-}
 
-/** How long `promise` took to settle, and why it rejected. */
-async function timed(promise: Promise<unknown>): Promise<{ ms: number; error: unknown }> {
-  const start = performance.now();
-  try {
-    await promise;
-    return { ms: performance.now() - start, error: undefined };
-  } catch (err) {
-    return { ms: performance.now() - start, error: err };
-  }
-}
 
 interface LogLine {
   level: number;
@@ -437,7 +407,7 @@ describe('Redis audit sink when Redis fails', () => {
   afterEach(async () => {
     await sink?.close();
     sink = undefined;
-    await eventually(() => inspect.del(key), 5000);
+    await untilResolved(() => inspect.del(key), 5000);
   });
   afterAll(async () => {
     inspect.disconnect();
@@ -462,10 +432,10 @@ describe('Redis audit sink when Redis fails', () => {
 
     await server.restart(); // empty: the private server keeps nothing
     const live = sink;
-    await eventually(() => live.append('gw-0', batch), 5000);
+    await untilResolved(() => live.append('gw-0', batch), 5000);
     await live.append('gw-0', batch); // the caller's replay after an unclear outcome: harmless
     await live.append('gw-0', records(100, 10));
-    await eventually(async () => expect(await inspect.xlen(key)).toBe(110), 5000);
+    await untilResolved(async () => expect(await inspect.xlen(key)).toBe(110), 5000);
     expect((await live.read('gw-0', 0, 1000)).map((r) => r.seq)).toEqual(Array.from({ length: 110 }, (_, i) => i));
     expect(lines.filter((l) => l.level === 40 && l.component === 'audit-sink')).toHaveLength(1);
     expect(lines.filter((l) => l.msg === 'redis audit sink reconnected')).toHaveLength(1);
@@ -484,9 +454,9 @@ describe('Redis audit sink when Redis fails', () => {
     expect(stuck.error).toBeInstanceOf(Error);
     expect(stuck.ms).toBeLessThan(1000);
     // Redis ran the MULTI it had received once it was thawed: the batch is stored, its reply was lost.
-    await eventually(async () => expect(await inspect.xlen(key)).toBe(20), 5000);
+    await untilResolved(async () => expect(await inspect.xlen(key)).toBe(20), 5000);
     const live = sink;
-    await eventually(() => live.append('gw-0', records(10, 10)), 5000);
+    await untilResolved(() => live.append('gw-0', records(10, 10)), 5000);
     await live.append('gw-0', records(15, 10));
     expect(await inspect.xlen(key)).toBe(25);
     expect((await live.read('gw-0', 0, 100)).map((r) => r.bytes.toString())).toEqual(records(0, 25).map((r) => r.bytes.toString()));

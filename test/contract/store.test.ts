@@ -12,6 +12,7 @@ import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createMemoryStore, createRedisStore, createStore, type Store } from '../../src/store/index.js';
 import { startRedisServer, type TestRedisServer } from '../support/redis-server.js';
+import { deleteKeys, timed, untilResolved } from '../support/redis-test-kit.js';
 import { storeContract } from './store.contract.js';
 
 const SHARED_REDIS_URL = process.env.PORTCULLIS_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -19,39 +20,8 @@ const SHARED_REDIS_URL = process.env.PORTCULLIS_TEST_REDIS_URL ?? 'redis://127.0
 /** A prefix no other test run uses; contains no glob characters, so SCAN MATCH `<prefix>*` is exact. */
 const uniquePrefix = () => `portcullis-test:${randomUUID()}:`;
 
-/** Deletes every key under `prefix` on the shared Redis. */
-async function deleteKeys(admin: Redis, prefix: string): Promise<void> {
-  let cursor = '0';
-  do {
-    const [next, keys] = await admin.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 500);
-    if (keys.length > 0) await admin.del(...keys);
-    cursor = next;
-  } while (cursor !== '0');
-}
 
-/** Resolves once `fn` stops rejecting, polling every 50 ms for up to `timeoutMs`. */
-async function eventually<T>(fn: () => Promise<T>, timeoutMs: number): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      return await fn();
-    } catch (err) {
-      if (Date.now() > deadline) throw err;
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  }
-}
 
-/** How long `promise` took to settle, and whether it rejected. */
-async function timed(promise: Promise<unknown>): Promise<{ ms: number; rejected: boolean }> {
-  const start = performance.now();
-  try {
-    await promise;
-    return { ms: performance.now() - start, rejected: false };
-  } catch {
-    return { ms: performance.now() - start, rejected: true };
-  }
-}
 
 storeContract('memory', () => {
   let t = 0;
@@ -194,7 +164,7 @@ describe('Redis store when Redis fails', () => {
 
     await server.restart();
     const live = store;
-    await eventually(() => live.set('after', 'v', 60_000), 5000);
+    await untilResolved(() => live.set('after', 'v', 60_000), 5000);
     expect(await live.get('after')).toBe('v');
     expect(await live.get('before')).toBeUndefined(); // the restarted server is empty (no persistence)
     expect(await live.increment('n', 60_000)).toBe(1); // scripts are loaded again after the restart
@@ -222,7 +192,7 @@ describe('Redis store when Redis fails', () => {
       server.thaw();
     }
     const live = store;
-    await eventually(() => live.get('k'), 5000);
+    await untilResolved(() => live.get('k'), 5000);
     expect(await live.get('k')).toBe('v');
   });
 

@@ -32,6 +32,10 @@ export default tseslint.config(
     rules: { ...tseslint.configs.disableTypeChecked.rules, '@typescript-eslint/no-dynamic-delete': 'off' },
   },
   {
+    files: ['assets/**/*.js'],
+    languageOptions: { globals: { ...globals.browser, SimpleWebAuthnBrowser: 'readonly' }, sourceType: 'script' },
+  },
+  {
     files: ['eslint.config.js', 'vitest.config.ts'],
     rules: { 'no-restricted-syntax': 'off' },
   },

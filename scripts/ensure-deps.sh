@@ -9,7 +9,8 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
 fi
 missing=()
 # binary:Debian package
-for pair in redis-server:redis-server redis-cli:redis-tools; do
+# chromium: the browser tests (WebAuthn with a virtual authenticator) drive Debian's build via playwright-core.
+for pair in redis-server:redis-server redis-cli:redis-tools chromium:chromium; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -31,6 +31,12 @@ import { createIdentityRuntime, type IdentityRuntime } from './identity/runtime.
 import { createStore, type Store } from './store/index.js';
 import { errorResponse } from './web/error-response.js';
 import { createGatewayEndpoints } from './web/gateway-endpoints.js';
+import { createFileCredentialStore, createRedisCredentialStore } from './mfa/credential-store.js';
+import type { CredentialStore } from './mfa/factors.js';
+import { loadOrCreateSecretKey, type SecretBox } from './mfa/secret-box.js';
+import { createMfaService } from './mfa/service.js';
+import { createEndpointKit } from './web/endpoint-kit.js';
+import { createMfaEndpoints } from './web/mfa-endpoints.js';
 
 /** Everything the app needs from outside. */
 export interface AppOptions {
@@ -122,6 +128,17 @@ async function sealSigners(audit: Config['audit'], logger: Logger): Promise<{ si
   return { signers, introduceKey: vkeyOf(audit.seal.origin, current.publicKey) };
 }
 
+/**
+ * Where enrolled second factors live: in Redis when the store is Redis (replicas share them), else in
+ * the credentials file (the embedded default survives restarts).
+ */
+function createCredentialStore(config: Readonly<Config>, logger: Logger): CredentialStore {
+  if (config.store.type === 'redis' && config.store.redis !== undefined) {
+    return createRedisCredentialStore({ url: config.store.redis.url, keyPrefix: config.store.redis.key_prefix, logger });
+  }
+  return createFileCredentialStore(resolve(config.mfa.credentials_file));
+}
+
 /** Builds the gateway: its store, identity, pipeline, listeners and metrics. */
 export async function createApp(opts: AppOptions): Promise<App> {
   const logger = opts.logger;
@@ -138,6 +155,9 @@ export async function createApp(opts: AppOptions): Promise<App> {
   let identity: IdentityRuntime;
   let audit: AuditLog;
   let sealer: Sealer;
+  let mfaCredentials: CredentialStore;
+  let mfaSecrets: SecretBox;
+  let opened: CredentialStore | undefined;
   try {
     sealer = createSealer({
       sink,
@@ -162,7 +182,11 @@ export async function createApp(opts: AppOptions): Promise<App> {
     });
     sealer.start();
     identity = await createIdentityRuntime(opts.config, { store, logger, now, ...(opts.allowInsecureOidc === true ? { allowInsecureOidc: true } : {}) });
+    opened = createCredentialStore(opts.config, logger);
+    mfaCredentials = opened;
+    mfaSecrets = await loadOrCreateSecretKey(resolve(opts.config.mfa.secret_key_file));
   } catch (err) {
+    await opened?.close();
     if (ownsStore) await store.close();
     if (ownsSink) await sink.close();
     unsubscribe();
@@ -182,7 +206,10 @@ export async function createApp(opts: AppOptions): Promise<App> {
   let draining = false;
   let started = false;
 
+  const kit = createEndpointKit({ sessions: identity.sessions, events: authEvents, channels, logger, now });
+  const mfa = createMfaService({ credentials: mfaCredentials, store, secrets: mfaSecrets, sessions: identity.sessions, now });
   const endpoints: GatewayEndpointHandler = createGatewayEndpoints({
+    mfa: createMfaEndpoints({ kit, mfa, logger }),
     sessions: identity.sessions,
     store,
     localUsers: identity.localUsers,
@@ -202,6 +229,7 @@ export async function createApp(opts: AppOptions): Promise<App> {
     authenticator,
     endpoints,
     signAssertion: (who, audience) => identity.signer.sign(who, audience),
+    tokenStepUp: (who) => (who.tokenRef === undefined ? Promise.resolve(undefined) : mfa.tokenGrant(who.tokenRef, who.user)),
     auditor,
     channels,
     logger,
@@ -273,6 +301,7 @@ export async function createApp(opts: AppOptions): Promise<App> {
     await audit.close();
     await sealer.close();
     if (ownsSink) await sink.close();
+    await mfaCredentials.close();
     if (ownsStore) await store.close();
     unsubscribe();
   }

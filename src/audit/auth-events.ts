@@ -12,7 +12,18 @@ import { CAPS, clean, type RecordBody } from './record.js';
 /** One identity event. */
 export interface AuthEvent {
   readonly kind: 'auth';
-  readonly action: 'login' | 'login_failure' | 'logout' | 'session_revoked' | 'login_rate_limited';
+  readonly action:
+    | 'login'
+    | 'login_failure'
+    | 'logout'
+    | 'session_revoked'
+    | 'login_rate_limited'
+    | 'mfa_success'
+    | 'mfa_failure'
+    | 'mfa_rate_limited'
+    | 'mfa_enroll'
+    | 'mfa_remove'
+    | 'mfa_recovery_codes';
   readonly provider: string;
   /** The user, when known (a failed login records what was typed, capped). */
   readonly user: string | undefined;
@@ -23,7 +34,13 @@ export interface AuthEvent {
   readonly session: string | undefined;
   /** Epoch ms. */
   readonly at: number;
+  /** For `mfa_*` actions: the factor, and the credential id (never a secret). */
+  readonly factor?: 'webauthn' | 'totp' | 'recovery';
+  readonly credential?: string;
 }
+
+/** Actions that record something the user did successfully (`decision: allow`); the rest are refusals. */
+const ALLOWED_ACTIONS: ReadonlySet<AuthEvent['action']> = new Set(['login', 'logout', 'mfa_success', 'mfa_enroll', 'mfa_remove', 'mfa_recovery_codes']);
 
 /** Where identity events go. */
 export interface AuthEventSink {
@@ -44,11 +61,16 @@ export function createAuditAuthEventSink(log: AuditLog, logger: Logger, also?: A
         id: event.requestId === '' ? randomUUID() : event.requestId,
         ts: new Date(event.at).toISOString(),
         kind: 'auth',
-        decision: event.action === 'login' || event.action === 'logout' ? 'allow' : 'deny',
+        decision: ALLOWED_ACTIONS.has(event.action) ? 'allow' : 'deny',
         reason: clean(event.reason, CAPS.reason),
         ...(event.user === undefined ? {} : { identity: { user: clean(event.user, CAPS.user), groups: [], provider: event.provider, auth: 'sign-in', ...(event.session === undefined ? {} : { session: event.session }) } }),
         client: { ip: event.client.ip, ...(event.client.userAgent === undefined ? {} : { user_agent: clean(event.client.userAgent, CAPS.userAgent) }) },
-        event: { action: event.action, provider: event.provider },
+        event: {
+          action: event.action,
+          provider: event.provider,
+          ...(event.factor === undefined ? {} : { factor: event.factor }),
+          ...(event.credential === undefined ? {} : { credential: clean(event.credential, CAPS.reason) }),
+        },
       };
       if (log.admission() === 'unanchored') {
         logger.warn({ event: { ...event, client: undefined } }, 'auth event not recorded: the audit log is not anchored yet');

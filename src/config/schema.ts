@@ -303,11 +303,34 @@ const mfa = z.strictObject({
   webauthn: z
     .strictObject({
       rp_name: z.string().default('Portcullis'),
+      rp_id: z
+        .string()
+        .regex(/^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/, 'expected a lower-case host name such as example.com')
+        .optional()
+        .meta({ description: "WebAuthn relying party id; default: public_url's host name. Every route host must be it or a subdomain of it" }),
       user_verification: z.enum(['required', 'preferred', 'discouraged']).default('preferred'),
     })
     .prefault({}),
-  totp: z.strictObject({ issuer: z.string().default('Portcullis') }).prefault({}),
-  enroll_within: duration.prefault('5m'),
+  totp: z
+    .strictObject({
+      issuer: z.string().default('Portcullis'),
+      attempts: z
+        .strictObject({ per_user: z.int().positive().default(5), window: duration.prefault('15m') })
+        .prefault({})
+        .meta({ description: 'Wrong TOTP or recovery codes allowed per user within the window before further attempts are refused' }),
+    })
+    .prefault({}),
+  enroll_within: duration.prefault('5m').meta({ description: 'A first factor may be enrolled only this soon after a sign-in; further factors (and removals) only this soon after a step-up' }),
+  credentials_file: z
+    .string()
+    .min(1)
+    .default('data/mfa/credentials.json')
+    .meta({ description: 'Where enrolled factors are kept when store.type is memory (with store.type redis they live in Redis)' }),
+  secret_key_file: z
+    .string()
+    .min(1)
+    .default('data/mfa/secret.key')
+    .meta({ description: 'AES-256-GCM key that encrypts TOTP secrets at rest; created on first start (mode 0600). Replicas must share it' }),
 });
 
 const auditSink = z.discriminatedUnion('type', [

@@ -288,7 +288,7 @@ export async function createAssertionSigner(opts: AssertionSignerOptions): Promi
 
   function amrOf(identity: Identity): string[] {
     const base = identity.amr !== undefined && identity.amr.length > 0 ? [...identity.amr] : [localProviders.has(identity.provider) ? 'pwd' : 'oidc'];
-    if (identity.mfa !== undefined) base.push('mfa', identity.mfa.factor === 'webauthn' ? 'hwk' : 'otp');
+    if (identity.mfa !== undefined && identity.mfa.factor !== 'recovery') base.push('mfa', identity.mfa.factor === 'webauthn' ? 'hwk' : 'otp');
     return [...new Set(base)];
   }
 

@@ -3,6 +3,7 @@
  * configured issuer, else the session cookie. A request that presents a bearer token is judged by
  * that token alone — an invalid token never falls back to a cookie.
  */
+import { createHash } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import type { Logger } from 'pino';
 import type { Authenticator } from '../proxy/pipeline.js';
@@ -30,6 +31,11 @@ export interface AuthenticatorDeps {
 /** `Bearer <token>`; the scheme is case-insensitive (RFC 9110 §11.1). */
 const BEARER_SCHEME_RE = /^bearer(?: |$)/i;
 const BEARER_RE = /^bearer +([A-Za-z0-9_.~+/=-]+) *$/i;
+
+/** Names a bearer token in step-up grants: base64url SHA-256 of the token (the token is never stored). */
+export function tokenReference(token: string): string {
+  return createHash('sha256').update(token).digest('base64url');
+}
 
 /** Creates the authenticator. */
 export function createAuthenticator(deps: AuthenticatorDeps): Authenticator {
@@ -94,6 +100,7 @@ export function createAuthenticator(deps: AuthenticatorDeps): Authenticator {
       authTime: c.authTime ?? deps.now(),
       mfa: undefined,
       amr: c.amr,
+      tokenRef: tokenReference(token),
     };
   }
 

@@ -1,7 +1,10 @@
 /** A verified second-factor check: which factor, and when (epoch milliseconds). */
 export interface MfaCheck {
-  readonly factor: 'webauthn' | 'totp';
+  /** `recovery`: a one-time recovery code — enough to manage factors, never enough for a route's `mfa`. */
+  readonly factor: 'webauthn' | 'totp' | 'recovery';
   readonly at: number;
+  /** The credential used (a passkey's credential id, a TOTP authenticator's id). */
+  readonly credential?: string;
 }
 
 /**
@@ -22,4 +25,9 @@ export interface Identity {
   readonly mfa: MfaCheck | undefined;
   /** How the primary sign-in was made (RFC 8176 values such as `pwd`), when known. */
   readonly amr?: readonly string[];
+  /**
+   * For a bearer identity: base64url SHA-256 of the token, naming it in step-up grants (a browser
+   * step-up confirms one token; the token itself is never stored).
+   */
+  readonly tokenRef?: string;
 }

@@ -126,10 +126,14 @@ export function createSessionManager(opts: SessionManagerOptions) {
     },
 
     /**
-     * Updates a session in place, keeping its id: for facts that are refreshed, not escalated (an
-     * OIDC refresh re-reading the user's groups). Privilege changes use {@link rotate}.
+     * Updates a session in place, keeping its id: for facts that are refreshed (an OIDC refresh
+     * re-reading the user's groups), and for a second-factor check. A step-up keeps the id on
+     * purpose: ids are minted only at sign-in (never chosen by the client), the same id may be
+     * serving other hosts through the hand-off, and the factor proved belongs to the session's own
+     * user, so a new id would gain nothing and sign the user out elsewhere. Sign-ins use {@link rotate}
+     * or a new session.
      */
-    async update(session: Session, changes: Partial<Pick<SessionRecord, 'groups' | 'oidc' | 'email'>>): Promise<Session> {
+    async update(session: Session, changes: Partial<Pick<SessionRecord, 'groups' | 'oidc' | 'email' | 'mfa'>>): Promise<Session> {
       const at = now();
       const record: SessionRecord = { ...session.record, ...changes, lastSeen: at };
       await save(session.id, record, at);

@@ -29,6 +29,16 @@ export interface AuthLoginEvent {
   readonly provider: string;
   readonly result: 'success' | 'failure' | 'rate_limited';
 }
+/** Published after each second-factor check (`result`: success, failure, rate_limited). */
+export interface MfaChallengeEvent {
+  readonly factor: 'webauthn' | 'totp' | 'recovery';
+  readonly result: 'success' | 'failure' | 'rate_limited';
+}
+/** Published after each enrolment or removal of a factor. */
+export interface MfaEnrollmentEvent {
+  readonly factor: 'webauthn' | 'totp' | 'recovery';
+  readonly action: 'enroll' | 'remove';
+}
 /** Published after each config reload attempt. */
 export interface ConfigReloadEvent {
   readonly result: 'success' | 'failure';
@@ -42,6 +52,8 @@ export function createChannels(appId: string) {
     websocket: diagnostics.channel(`portcullis:${appId}:websocket`),
     configReload: diagnostics.channel(`portcullis:${appId}:config:reload`),
     authLogin: diagnostics.channel(`portcullis:${appId}:auth:login`),
+    mfaChallenge: diagnostics.channel(`portcullis:${appId}:mfa:challenge`),
+    mfaEnrollment: diagnostics.channel(`portcullis:${appId}:mfa:enrollment`),
   };
 }
 /** The app's channels. */
@@ -74,8 +86,18 @@ export function subscribeMetrics(channels: Channels, metrics: Metrics): () => vo
     const e = msg as AuthLoginEvent;
     metrics.authLogins.labels(e.provider, e.result).inc();
   };
+  const onMfaChallenge = (msg: unknown) => {
+    const e = msg as MfaChallengeEvent;
+    metrics.mfaChallenges.labels(e.factor, e.result).inc();
+  };
+  const onMfaEnrollment = (msg: unknown) => {
+    const e = msg as MfaEnrollmentEvent;
+    metrics.mfaEnrollments.labels(e.factor, e.action).inc();
+  };
   const subscriptions: [diagnostics.Channel, (msg: unknown) => void][] = [
     [channels.authLogin, onAuthLogin],
+    [channels.mfaChallenge, onMfaChallenge],
+    [channels.mfaEnrollment, onMfaEnrollment],
     [channels.requestEnd, onRequestEnd],
     [channels.upstreamError, onUpstreamError],
     [channels.websocket, onWebSocket],

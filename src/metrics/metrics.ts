@@ -60,6 +60,12 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
       labelNames: ['factor', 'result'] as const,
       registers: reg,
     }),
+    mfaEnrollments: new Counter({
+      name: 'portcullis_mfa_enrollments_total',
+      help: 'Second factors enrolled and removed, by factor and action.',
+      labelNames: ['factor', 'action'] as const,
+      registers: reg,
+    }),
     auditRecords: new Counter({
       name: 'portcullis_audit_records_total',
       help: 'Audit records by sink and result.',

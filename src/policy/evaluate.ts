@@ -64,7 +64,7 @@ export function evaluatePolicy(target: PolicyTarget, identity: Identity | undefi
     if (check === undefined) {
       return { effect: 'step_up', reason: 'mfa-missing', detail: 'no second factor in this session', requirement: mfa };
     }
-    if (!mfa.factors.includes(check.factor)) {
+    if (check.factor === 'recovery' || !mfa.factors.includes(check.factor)) {
       return { effect: 'step_up', reason: 'mfa-factor-not-allowed', detail: `factor ${check.factor} not accepted here`, requirement: mfa };
     }
     const age = now - check.at;

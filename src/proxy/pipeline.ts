@@ -13,11 +13,13 @@ import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { GatewayError, isGatewayError, type ErrorCode } from '../errors/index.js';
 import type { RequestAuditor, RequestOutcome } from '../audit/request-auditor.js';
-import type { Identity } from '../identity/index.js';
+import type { Identity, MfaCheck } from '../identity/index.js';
 import type { Channels } from '../metrics/events.js';
 import { evaluatePolicy, type Decision } from '../policy/index.js';
 import { normalizeTarget, type RouteMatch } from '../routing/index.js';
-import { errorResponse, redirectResponse, wantsHtml, type GatewayResponse } from '../web/error-response.js';
+import { errorResponse, escapeHtml, redirectResponse, renderPage, wantsHtml, type GatewayResponse } from '../web/error-response.js';
+import { safeReturnPath } from '../web/return-path.js';
+import type { MfaRequirementConfig } from '../config/index.js';
 import { buildUpstreamHeaders } from './headers.js';
 import { forwardHttp, type ForwardResult } from './http-forwarder.js';
 import { identityHeaders } from './identity-headers.js';
@@ -78,6 +80,11 @@ export interface PipelineDeps {
   readonly draining: () => boolean;
   /** Records every request (and refuses to forward when it cannot). */
   readonly auditor?: RequestAuditor;
+  /**
+   * The step-up a user completed in a browser for this bearer token (RFC 9470 flow), when any. Asked
+   * only when a bearer request would otherwise be answered with a step-up challenge.
+   */
+  readonly tokenStepUp?: (identity: Identity) => Promise<MfaCheck | undefined>;
   /** Signs the X-Portcullis-Assertion JWT for an identity and a route (audience). */
   readonly signAssertion?: (identity: Identity, audience: string) => Promise<string>;
 }
@@ -161,15 +168,90 @@ function decideStep(ctx: RequestContext, match: RouteMatch, now: number): Verdic
       if (ctx.html && ctx.method === 'GET') return { kind: 'respond', response: redirectResponse(loginRedirect(ctx)), label: 'unauthenticated' };
       return fail(ctx, 'GW_ERR_AUTH_REQUIRED', 'unauthenticated', { headers: { 'www-authenticate': 'Bearer realm="portcullis"' } });
     }
-    case 'step_up': {
-      if (ctx.html && ctx.method === 'GET') return { kind: 'respond', response: redirectResponse(`/.portcullis/mfa?rd=${encodeURIComponent(returnPath(ctx))}`), label: 'step_up' };
-      const maxAge = Math.floor(decision.requirement.max_age / 1000);
-      const description = `A ${decision.requirement.factors.join(' or ')} check within ${maxAge}s is required`;
-      return fail(ctx, 'GW_ERR_MFA_REQUIRED', 'step_up', {
-        headers: { 'www-authenticate': `Bearer error="insufficient_user_authentication", error_description="${description}", max_age=${maxAge}` },
-      });
-    }
+    case 'step_up':
+      return stepUpVerdict(ctx, decision.requirement);
   }
+}
+
+/**
+ * The answer when a fresh second factor is needed (SPEC §3). A browser navigation goes to the step-up
+ * page and comes back. A browser form post is not replayed (its body is gone): a page says so and
+ * links to the step-up. API and CLI clients get the RFC 9470 challenge, and a JSON body with the URL
+ * where the user completes the step-up in a browser; for a bearer token that URL names the token
+ * (by hash), and the same token is accepted afterwards.
+ */
+function stepUpVerdict(ctx: RequestContext, requirement: MfaRequirementConfig): Verdict {
+  if (ctx.html && (ctx.method === 'GET' || ctx.method === 'HEAD')) {
+    return { kind: 'respond', response: redirectResponse(`/.portcullis/mfa?rd=${encodeURIComponent(returnPath(ctx))}`), label: 'step_up' };
+  }
+  const maxAge = Math.floor(requirement.max_age / 1000);
+  const factors = requirement.factors.join(' ');
+  const description = `A ${requirement.factors.join(' or ')} check within ${maxAge}s is required`;
+  const challenge = `Bearer error="insufficient_user_authentication", error_description="${description}", max_age=${maxAge}, acr_values="${factors}"`;
+  if (ctx.html) {
+    const back = sameOriginReferer(ctx) ?? '/';
+    return { kind: 'respond', response: stepUpFormPage(ctx, back, challenge), label: 'step_up' };
+  }
+  const publicUrl = new URL(ctx.snapshot.config.server.public_url);
+  const tokenRef = ctx.identity?.tokenRef;
+  const stepUpUrl =
+    ctx.identity?.auth === 'bearer' && tokenRef !== undefined
+      ? `${publicUrl.origin}/.portcullis/mfa?token=${tokenRef}&factors=${requirement.factors.join(',')}`
+      : `${publicUrl.protocol}//${ctx.req.headers.host ?? publicUrl.host}/.portcullis/mfa?rd=${encodeURIComponent(returnPath(ctx))}`;
+  const body = {
+    error: 'GW_ERR_MFA_REQUIRED',
+    message: `${description}. Complete the step-up in a browser at step_up_url, then retry.`,
+    request_id: ctx.id,
+    route: ctx.match?.route.id,
+    step_up_url: stepUpUrl,
+    factors: requirement.factors,
+    max_age: maxAge,
+  };
+  return {
+    kind: 'respond',
+    response: {
+      status: 401,
+      headers: { 'cache-control': 'no-store', 'x-content-type-options': 'nosniff', 'referrer-policy': 'no-referrer', 'content-type': 'application/json; charset=utf-8', 'www-authenticate': challenge },
+      body: `${JSON.stringify(body)}\n`,
+    },
+    label: 'step_up',
+  };
+}
+
+/** The path of a same-origin Referer (where a refused form was), if the browser sent one. */
+function sameOriginReferer(ctx: RequestContext): string | undefined {
+  const referer = ctx.req.headers.referer;
+  if (referer === undefined) return undefined;
+  try {
+    const u = new URL(referer);
+    if (u.host.toLowerCase() !== (ctx.req.headers.host ?? '').toLowerCase()) return undefined;
+    const path = safeReturnPath(u.pathname + u.search);
+    return path === '/' && u.pathname !== '/' ? undefined : path;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Tells a browser whose form post needs a step-up that nothing was sent, and where to confirm. */
+function stepUpFormPage(ctx: RequestContext, back: string, challenge: string): GatewayResponse {
+  const target = `/.portcullis/mfa?rd=${encodeURIComponent(back)}`;
+  const html = renderPage(
+    'Confirm it’s you',
+    `<h1>Confirm it’s you first</h1><p>This action needs a fresh second factor. <strong>What you submitted was not sent</strong>: nothing was changed.</p>
+<p><a href="${escapeHtml(target)}">Confirm it’s you</a>, then submit it again.</p><p class="muted">Request <code>${escapeHtml(ctx.id)}</code></p>`,
+  );
+  return {
+    status: 401,
+    headers: {
+      'cache-control': 'no-store',
+      'x-content-type-options': 'nosniff',
+      'referrer-policy': 'no-referrer',
+      'content-type': 'text/html; charset=utf-8',
+      'content-security-policy': "default-src 'none'; style-src 'unsafe-inline'",
+      'www-authenticate': challenge,
+    },
+    body: html,
+  };
 }
 
 /** The part of a request the auditor records. */
@@ -236,6 +318,17 @@ async function runSteps(req: IncomingMessage, ctx: RequestContext, deps: Pipelin
   const match = ctx.match;
   if (match === undefined) return fail(ctx, 'GW_ERR_ROUTE_NOT_FOUND', 'not_found');
   if (!match.route.public) ctx.identity = await authenticateStep(req, ctx, deps);
+  const verdict = decideStep(ctx, match, deps.now());
+  const who = ctx.identity;
+  if (ctx.decision?.effect !== 'step_up' || who?.auth !== 'bearer' || deps.tokenStepUp === undefined) return verdict;
+  let grant: MfaCheck | undefined;
+  try {
+    grant = await deps.tokenStepUp(who);
+  } catch (err) {
+    throw new GatewayError('GW_ERR_STORE_UNAVAILABLE', undefined, { cause: err });
+  }
+  if (grant === undefined) return verdict;
+  ctx.identity = { ...who, mfa: grant };
   return decideStep(ctx, match, deps.now());
 }
 

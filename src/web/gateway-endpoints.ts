@@ -7,7 +7,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
-import type { AuthEvent, AuthEventSink } from '../audit/auth-events.js';
+import type { AuthEventSink } from '../audit/auth-events.js';
 import type { AssertionSigner } from '../identity/assertion-signer.js';
 import type { LocalUser } from '../identity/local-users.js';
 import { OidcLoginError, type OidcClient, type PendingLogin } from '../identity/oidc-client.js';
@@ -16,10 +16,12 @@ import type { Channels } from '../metrics/events.js';
 import type { GatewayEndpointHandler, RequestContext } from '../proxy/pipeline.js';
 import { canonicalizeHost, normalizeTarget, sameHost } from '../routing/index.js';
 import type { Store } from '../store/store.js';
-import { clearCookie, cookiePolicy, readCookie, safeEqual, sameOriginRequest, setCookie, type CookiePolicy } from './cookies.js';
-import { errorResponse, renderPage, escapeHtml, type GatewayResponse } from './error-response.js';
+import { clearCookie, readCookie, safeEqual, setCookie } from './cookies.js';
+import { errorResponse, renderPage, escapeHtml } from './error-response.js';
 import { loginPage, logoutPage, signedOutPage, type ProviderChoice } from './identity-pages.js';
 import { safeReturnPath } from './return-path.js';
+import type { MfaEndpoints } from './mfa-endpoints.js';
+import { createEndpointKit, FormError, json, notFound, page, queryParams, readForm, redirect, send } from './endpoint-kit.js';
 
 /** Something that can check a local user's password. */
 export interface LocalUserVerifier {
@@ -28,6 +30,8 @@ export interface LocalUserVerifier {
 
 /** What the endpoints need. */
 export interface GatewayEndpointDeps {
+  /** The step-up and factor-management endpoints (`mfa…`, `assets/…`). */
+  readonly mfa?: MfaEndpoints;
   readonly sessions: SessionManager;
   readonly store: Store;
   /** Local user directories, by provider id. */
@@ -41,7 +45,6 @@ export interface GatewayEndpointDeps {
   readonly now: () => number;
 }
 
-const FORM_LIMIT = 8 * 1024;
 const LOGIN_CSRF_TTL_MS = 30 * 60_000;
 const OIDC_STATE_TTL_MS = 10 * 60_000;
 const HANDOFF_TTL_MS = 60_000;
@@ -56,111 +59,27 @@ interface PendingOidc {
   readonly handoffHash: string;
 }
 
-class FormError extends Error {}
-
 function sha256(text: string): string {
   return createHash('sha256').update(text).digest('hex');
 }
 
-/** Reads an `application/x-www-form-urlencoded` body of at most FORM_LIMIT bytes. */
-async function readForm(req: IncomingMessage): Promise<URLSearchParams> {
-  const type = (req.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase();
-  if (type !== 'application/x-www-form-urlencoded') throw new FormError('expected a form post');
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > FORM_LIMIT) throw new FormError('form too large');
-    chunks.push(chunk);
-  }
-  return new URLSearchParams(Buffer.concat(chunks).toString('utf8'));
-}
-
-function send(res: ServerResponse, ctx: RequestContext, r: GatewayResponse, cookies: readonly string[] = []): void {
-  const headers: Record<string, string | string[]> = { ...r.headers, 'x-portcullis-request-id': ctx.id };
-  if (cookies.length > 0) headers['set-cookie'] = [...cookies];
-  res.writeHead(r.status, headers).end(r.body);
-}
-
-const PAGE_HEADERS = {
-  'content-type': 'text/html; charset=utf-8',
-  'cache-control': 'no-store',
-  'x-content-type-options': 'nosniff',
-  'referrer-policy': 'no-referrer',
-  'x-frame-options': 'DENY',
-  'content-security-policy': "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
-} as const;
-
-function page(status: number, html: string): GatewayResponse {
-  return { status, headers: PAGE_HEADERS, body: html };
-}
-
-function json(status: number, body: unknown, extra: Record<string, string> = {}): GatewayResponse {
-  return { status, headers: { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store', 'x-content-type-options': 'nosniff', ...extra }, body: `${JSON.stringify(body)}\n` };
-}
-
-function redirect(location: string, status = 303): GatewayResponse {
-  return { status, headers: { location, 'cache-control': 'no-store', 'referrer-policy': 'no-referrer', 'content-type': 'text/plain; charset=utf-8' }, body: '' };
-}
-
-function notFound(ctx: RequestContext): GatewayResponse {
-  return errorResponse('GW_ERR_ROUTE_NOT_FOUND', { html: ctx.html, requestId: ctx.id });
-}
-
-function queryParams(ctx: RequestContext): URLSearchParams {
-  return new URLSearchParams(ctx.query ?? '');
-}
-
 /** Creates the handler for everything under `/.portcullis/`. */
 export function createGatewayEndpoints(deps: GatewayEndpointDeps): GatewayEndpointHandler {
-  const { sessions, store, events, now } = deps;
+  const { sessions, store, now } = deps;
 
-  function emit(ctx: RequestContext, req: IncomingMessage, e: Pick<AuthEvent, 'action' | 'provider' | 'user' | 'reason' | 'session'>): void {
-    const event: AuthEvent = {
-      kind: 'auth',
-      ...e,
-      user: e.user === undefined ? undefined : e.user.slice(0, 256),
-      requestId: ctx.id,
-      client: { ip: ctx.clientIp, userAgent: req.headers['user-agent']?.slice(0, 512) },
-      at: now(),
-    };
-    events.emit(event);
-    deps.logger.info({ reqId: ctx.id, event: { ...event, client: undefined } }, `auth ${e.action}`);
-    if (e.action === 'login' || e.action === 'login_failure' || e.action === 'login_rate_limited') {
-      const result = e.action === 'login' ? 'success' : e.action === 'login_failure' ? 'failure' : 'rate_limited';
-      deps.channels.authLogin.publish({ provider: e.provider, result });
-    }
-  }
-
-  function policyFor(ctx: RequestContext): CookiePolicy {
-    return cookiePolicy(ctx.snapshot.config.server.public_url);
-  }
-
-  /**
-   * The scheme browsers reach the gateway with: the public URL's (a TLS-terminating proxy may sit in
-   * front of a plain-HTTP listener).
-   */
-  function publicScheme(ctx: RequestContext): 'http' | 'https' {
-    return new URL(ctx.snapshot.config.server.public_url).protocol === 'https:' ? 'https' : 'http';
-  }
-
-  /** Whether a form post comes from this host's own pages (public URL's scheme, or the listener's). */
-  function sameOrigin(ctx: RequestContext, req: IncomingMessage): boolean {
-    const host = (req.headers.host ?? '').toLowerCase();
-    return [publicScheme(ctx), ctx.snapshot.scheme].some((scheme) => sameOriginRequest(req.headers, `${scheme}://${host}`));
-  }
+  const kit = createEndpointKit(deps);
+  const { emit, policyFor, publicScheme, sameOrigin } = kit;
 
   function providers(ctx: RequestContext): ProviderChoice[] {
     return ctx.snapshot.config.identity.providers.map((p) => ({ id: p.id, type: p.type }));
   }
 
-  async function currentSession(req: IncomingMessage, policy: CookiePolicy): Promise<Session | undefined> {
-    const id = readCookie(req.headers.cookie, policy.session);
-    return id === undefined ? undefined : sessions.get(id);
+  function currentSession(req: IncomingMessage, ctx: RequestContext): Promise<Session | undefined> {
+    return kit.currentSession(req, ctx);
   }
 
-  function sessionCookie(ctx: RequestContext, policy: CookiePolicy, id: string): string {
-    return setCookie(policy, policy.session, id, ctx.snapshot.config.identity.session.max_lifetime / 1000);
+  function sessionCookie(ctx: RequestContext, id: string): string {
+    return kit.sessionCookie(ctx, id);
   }
 
   // --- login page and local sign-in ---------------------------------------------------------
@@ -227,11 +146,11 @@ export function createGatewayEndpoints(deps: GatewayEndpointDeps): GatewayEndpoi
     }
     // A sign-in always starts a new session: whatever session id the browser had (possibly one an
     // attacker planted) is revoked and never reused.
-    const previous = await currentSession(req, policy);
+    const previous = await currentSession(req, ctx);
     if (previous !== undefined) await sessions.revoke(previous);
     const session = await sessions.create({ user: user.name, email: user.email, groups: user.groups, provider: via, method: 'pwd', authTime: now() });
     emit(ctx, req, { action: 'login', provider: via, user: user.name, reason: 'password', session: sessionReference(session.id) });
-    send(res, ctx, redirect(rd), [sessionCookie(ctx, policy, session.id), clearCookie(policy, policy.csrf)]);
+    send(res, ctx, redirect(rd), [sessionCookie(ctx, session.id), clearCookie(policy, policy.csrf)]);
   }
 
   // --- OIDC -----------------------------------------------------------------------------------
@@ -338,7 +257,7 @@ export function createGatewayEndpoints(deps: GatewayEndpointDeps): GatewayEndpoi
       fail(saved.provider, reason);
       return;
     }
-    const previous = await currentSession(req, policy);
+    const previous = await currentSession(req, ctx);
     if (previous !== undefined) await sessions.revoke(previous);
     const session = await sessions.create({
       user: result.user,
@@ -350,7 +269,7 @@ export function createGatewayEndpoints(deps: GatewayEndpointDeps): GatewayEndpoi
       oidc: { refreshToken: result.refreshToken, expiresAt: result.expiresAt },
     });
     emit(ctx, req, { action: 'login', provider: saved.provider, user: result.user, reason: 'oidc', session: sessionReference(session.id) });
-    const cookies = [sessionCookie(ctx, policy, session.id), clearCookie(policy, policy.oidc)];
+    const cookies = [sessionCookie(ctx, session.id), clearCookie(policy, policy.oidc)];
     const here = (req.headers.host ?? '').toLowerCase();
     if (saved.host === here) {
       send(res, ctx, redirect(saved.rd), cookies);
@@ -378,14 +297,14 @@ export function createGatewayEndpoints(deps: GatewayEndpointDeps): GatewayEndpoi
       send(res, ctx, page(400, renderPage('Sign-in failed', '<h1>Sign-in failed</h1><p>This sign-in link is invalid, was already used, or belongs to another browser.</p><p><a href="/.portcullis/login">Sign in</a></p>')), [clearCookie(policy, policy.handoff)]);
       return;
     }
-    send(res, ctx, redirect(safeReturnPath(q.get('rd'))), [sessionCookie(ctx, policy, saved.session), clearCookie(policy, policy.handoff)]);
+    send(res, ctx, redirect(safeReturnPath(q.get('rd'))), [sessionCookie(ctx, saved.session), clearCookie(policy, policy.handoff)]);
   }
 
   // --- logout, me, jwks -------------------------------------------------------------------------
 
   async function logout(req: IncomingMessage, res: ServerResponse, ctx: RequestContext): Promise<void> {
     const policy = policyFor(ctx);
-    const session = await currentSession(req, policy);
+    const session = await currentSession(req, ctx);
     if (req.method !== 'POST') {
       send(res, ctx, page(200, logoutPage(session?.record.csrf)));
       return;
@@ -454,6 +373,15 @@ export function createGatewayEndpoints(deps: GatewayEndpointDeps): GatewayEndpoi
       case 'me':
         if (second === undefined && method === 'GET') {
           me(res, ctx);
+          return;
+        }
+        break;
+      case 'mfa':
+        if (deps.mfa !== undefined) return deps.mfa.handle(req, res, ctx);
+        break;
+      case 'assets':
+        if (deps.mfa !== undefined && method === 'GET') {
+          deps.mfa.assets(res, ctx, second);
           return;
         }
         break;

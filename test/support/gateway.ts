@@ -33,7 +33,8 @@ export async function startGateway(
     assertion: { key_file: join(dir, 'assertion-keys.json'), ...(inputIdentity.assertion as Record<string, unknown> | undefined) },
   };
   const audit = { sink: { type: 'file', dir: join(dir, 'audit') }, spool_dir: join(dir, 'spool'), seal: { key_file: join(dir, 'seal.key'), witness_dir: join(dir, 'checkpoints') }, ...(input.audit as Record<string, unknown> | undefined) };
-  const config: Config = configSchema.parse({ ...input, server, identity, audit });
+  const mfa = { credentials_file: join(dir, 'mfa', 'credentials.json'), secret_key_file: join(dir, 'mfa', 'secret.key'), ...(input.mfa as Record<string, unknown> | undefined) };
+  const config: Config = configSchema.parse({ ...input, server, identity, audit, mfa });
   const app = await createApp({
     config,
     logger: pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' }),

@@ -397,7 +397,43 @@ export const configSchema = z
     if (isRecord(c.store) && c.store.type === 'redis' && c.store.redis === undefined) {
       addIssue(['store', 'type'], 'redis needs a store.redis block, e.g. redis: {url: redis://127.0.0.1:6379/0}');
     }
+    for (const [path, message] of passkeyHostProblems(c)) addIssue(path, message);
   }, EVEN_WITH_OTHER_ERRORS);
+
+/**
+ * Routes that accept passkeys must be served on the WebAuthn relying party id or a subdomain of it
+ * (browsers refuse the ceremony elsewhere): each one that is not is a config error, not a step-up
+ * page that can never succeed.
+ */
+function passkeyHostProblems(c: Record<string, unknown>): [PropertyKey[], string][] {
+  const server = isRecord(c.server) ? c.server : {};
+  const webauthn = isRecord(c.mfa) && isRecord(c.mfa.webauthn) ? c.mfa.webauthn : {};
+  let rpId: string;
+  if (typeof webauthn.rp_id === 'string') rpId = webauthn.rp_id;
+  else {
+    try {
+      rpId = new URL(typeof server.public_url === 'string' ? server.public_url : 'http://localhost:8080').hostname;
+    } catch {
+      return [];
+    }
+  }
+  const usesPasskeys = (m: unknown): boolean => isRecord(m) && (!Array.isArray(m.factors) || m.factors.includes('webauthn'));
+  const problems: [PropertyKey[], string][] = [];
+  const routes = Array.isArray(c.routes) ? (c.routes as unknown[]) : [];
+  routes.forEach((r, i) => {
+    if (!isRecord(r) || typeof r.host !== 'string') return;
+    const rules = Array.isArray(r.rules) ? (r.rules as unknown[]) : [];
+    if (!usesPasskeys(r.mfa) && !rules.some((rule) => isRecord(rule) && usesPasskeys(rule.mfa))) return;
+    const host = r.host.toLowerCase().replace(/:\d+$/, '').replace(/^\*\./, '').replace(/\.$/, '');
+    if (host !== rpId && !host.endsWith(`.${rpId}`)) {
+      problems.push([
+        ['routes', i, 'host'],
+        `passkeys (mfa factor webauthn) cannot work on ${r.host}: the WebAuthn relying party id is ${rpId}${typeof webauthn.rp_id === 'string' ? '' : " (public_url's host)"}; set mfa.webauthn.rp_id to a domain that both are part of, or allow only totp here`,
+      ]);
+    }
+  });
+  return problems;
+}
 
 /** The validated, defaulted configuration. */
 export type Config = z.output<typeof configSchema>;

@@ -15,7 +15,7 @@ button{font:inherit;padding:.45rem .9rem;border-radius:6px;border:1px solid #1f6
 button.secondary{background:#fff;color:#1f2328;border-color:#d0d7de}button.danger{background:#fff;color:#b42318;border-color:#b42318}
 input{font:inherit;padding:.35rem .5rem;border:1px solid #d0d7de;border-radius:6px}
 [role=alert]{color:#b42318}.ok{color:#1a7f37}table{border-collapse:collapse;width:100%}td,th{text-align:left;padding:.35rem .5rem;border-bottom:1px solid #eaeef2}
-ol.codes{font:1.05rem/1.8 ui-monospace,monospace;columns:2}svg{max-width:220px;height:auto}`;
+ol.codes{font:1.05rem/1.8 ui-monospace,monospace;columns:2}.card h2{margin-top:0}svg{max-width:220px;height:auto}`;
 
 /** A page of the MFA family: the gateway's style, and the scripts when the page runs a ceremony. */
 function mfaPage(title: string, body: string, opts: { scripts: boolean; data?: Readonly<Record<string, string>> }): string {

@@ -347,6 +347,7 @@ describe('the audit log under faults', () => {
         '  on_failure: spool',
         `  spool_dir: "${join(dir, 'spool')}"`,
         `  seal: {origin: test.example/audit, key_file: "${join(dir, 'seal.key')}", witness_dir: "${join(dir, 'checkpoints')}"}`,
+        `mfa: {credentials_file: "${join(dir, 'mfa', 'credentials.json')}", secret_key_file: "${join(dir, 'mfa', 'secret.key')}"}`,
         'routes:',
         `  - {id: app, host: localhost, path: /, upstream: "${upstreamUrl}", public: true}`,
         '',

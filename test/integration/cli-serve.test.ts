@@ -55,6 +55,7 @@ function configYaml(c: ConfigSpec): string {
     `  sink: {type: file, dir: "${join(c.dir, 'data', 'audit')}"}`,
     `  spool_dir: "${join(c.dir, 'data', 'spool')}"`,
     `  seal: {key_file: "${join(c.dir, 'data', 'seal.key')}", witness_dir: "${join(c.dir, 'data', 'checkpoints')}"}`,
+    `mfa: {credentials_file: "${join(c.dir, 'data', 'mfa', 'credentials.json')}", secret_key_file: "${join(c.dir, 'data', 'mfa', 'secret.key')}"}`,
     'routes:',
     ...routes,
     '',

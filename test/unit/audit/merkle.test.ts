@@ -214,16 +214,13 @@ describe('CompactRange', () => {
     expect(hex(copy.root())).toBe(vectors.tree8.roots_by_size[6]);
   });
 
-  it('appends 1,000,000 leaf hashes quickly', () => {
+  // Speed is measured by the verify benchmark (bench/verify.js), not by a timed unit test.
+  it('keeps O(log n) state over 1,000,000 appends', () => {
     const range = new CompactRange();
     const leaf = leaf8(1);
-    const t0 = performance.now();
     for (let i = 0; i < 1_000_000; i++) range.append(leaf);
-    const ms = performance.now() - t0;
-    console.log(`CompactRange: 1,000,000 appends in ${ms.toFixed(0)} ms`);
     expect(range.size).toBe(1_000_000);
     expect(range.toJSON().hashes).toHaveLength(7); // popcount(1,000,000)
-    expect(ms).toBeLessThan(5000);
   });
 });
 

@@ -328,7 +328,7 @@ export function createGatewayEndpoints(deps: GatewayEndpointDeps): GatewayEndpoi
     send(res, ctx, page(200, signedOutPage()), [clearCookie(policy, policy.session)]);
   }
 
-  function me(res: ServerResponse, ctx: RequestContext): void {
+  async function me(res: ServerResponse, ctx: RequestContext): Promise<void> {
     const id = ctx.identity;
     if (id === undefined) {
       send(res, ctx, errorResponse('GW_ERR_AUTH_REQUIRED', { html: false, requestId: ctx.id, extraHeaders: { 'www-authenticate': 'Bearer realm="portcullis"' } }));
@@ -348,6 +348,7 @@ export function createGatewayEndpoints(deps: GatewayEndpointDeps): GatewayEndpoi
         amr: id.amr ?? [],
         session: id.session ?? null,
         mfa: id.mfa === undefined ? null : { factor: id.mfa.factor, age_s: Math.max(0, Math.floor((at - id.mfa.at) / 1000)) },
+        factors: deps.mfa === undefined ? null : await deps.mfa.summary(id.user),
       }),
     );
   }
@@ -371,10 +372,7 @@ export function createGatewayEndpoints(deps: GatewayEndpointDeps): GatewayEndpoi
         if (second === undefined && (method === 'GET' || method === 'POST')) return logout(req, res, ctx);
         break;
       case 'me':
-        if (second === undefined && method === 'GET') {
-          me(res, ctx);
-          return;
-        }
+        if (second === undefined && method === 'GET') return me(res, ctx);
         break;
       case 'mfa':
         if (deps.mfa !== undefined) return deps.mfa.handle(req, res, ctx);

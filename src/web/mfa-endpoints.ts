@@ -378,6 +378,16 @@ export function createMfaEndpoints(deps: MfaEndpointDeps) {
   };
 
   return {
+    /** What `/.portcullis/me` shows of a user's factors (counts and names, never secrets). */
+    async summary(user: string) {
+      const f = await mfa.factors(user);
+      return {
+        webauthn: f.webauthn.map((c) => ({ name: c.name, created_at: Math.floor(c.createdAt / 1000), last_used_at: c.lastUsedAt === undefined ? null : Math.floor(c.lastUsedAt / 1000) })),
+        totp: f.totp.map((c) => ({ name: c.name, created_at: Math.floor(c.createdAt / 1000), last_used_at: c.lastUsedAt === undefined ? null : Math.floor(c.lastUsedAt / 1000) })),
+        recovery_codes_left: f.recovery.filter((c) => c.usedAt === undefined).length,
+      };
+    },
+
     /** `/.portcullis/assets/<name>`. */
     assets(res: ServerResponse, ctx: RequestContext, name: string | undefined): void {
       if (ctx.segments.length !== 3 || (name !== 'mfa.js' && name !== 'simplewebauthn.js')) {

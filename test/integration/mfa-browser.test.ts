@@ -180,10 +180,18 @@ describe('step-up MFA in a real browser', () => {
     expect(page.url()).toContain('/.portcullis/mfa/totp');
   });
 
-  it('shows the factors and lets the user remove one after a fresh step-up', async () => {
+  it('lists the factors on the page and in /.portcullis/me', async () => {
     await page.goto(`${base}/.portcullis/mfa/enroll`);
     expect(await page.locator('tbody tr').count()).toBe(2);
     await shot(page, 'mfa-manage');
+    const me = (await (await page.request.get(`${base}/.portcullis/me`, { headers: { accept: 'application/json' } })).json()) as {
+      mfa: { factor: string } | null;
+      factors: { webauthn: { name: string }[]; totp: { name: string }[]; recovery_codes_left: number };
+    };
+    expect(me.mfa?.factor).toBe('totp');
+    expect(me.factors.webauthn.map((c) => c.name)).toEqual(['laptop']);
+    expect(me.factors.totp).toHaveLength(1);
+    expect(me.factors.recovery_codes_left).toBe(10);
   });
 
   it('RFC 9470: an API client is challenged, the user steps up in the browser, and the same token is accepted', async () => {

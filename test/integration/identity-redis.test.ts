@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { addUser } from '../../src/identity/local-users.js';
+import { createRedisCredentialStore } from '../../src/mfa/credential-store.js';
 import { Browser, hiddenField } from '../support/cookie-jar.js';
 import { startGateway, type TestGateway } from '../support/gateway.js';
 import { send } from '../support/http-client.js';
@@ -25,6 +26,7 @@ let upstream: RecordingUpstream;
 let dir: string;
 let gw1: TestGateway;
 let gw2: TestGateway;
+let keyPrefix: string;
 
 const baseOf = (gw: TestGateway) => `http://${HOST}:${gw.port}`;
 
@@ -34,8 +36,9 @@ beforeAll(async () => {
   await addUser(usersFile, { name: 'alice', email: 'alice@example.com', groups: ['eng'], password: PASSWORDS.alice });
   await addUser(usersFile, { name: 'carol', email: 'carol@example.com', groups: ['eng'], password: PASSWORDS.carol });
   [redis, upstream] = await Promise.all([startRedisServer(), startRecordingUpstream()]);
+  keyPrefix = `pc-test:${randomBytes(6).toString('hex')}:`;
   const config = {
-    store: { type: 'redis', redis: { url: redis.url, key_prefix: `pc-test:${randomBytes(6).toString('hex')}:` } },
+    store: { type: 'redis', redis: { url: redis.url, key_prefix: keyPrefix } },
     identity: { providers: [{ id: 'local', type: 'local', users_file: usersFile }] },
     routes: [{ id: 'app', host: HOST, path: '/', upstream: upstream.url, allow: { groups: ['eng'] } }],
   };
@@ -86,6 +89,25 @@ describe('two gateways sharing a Redis store', () => {
     expect((await withCookie(gw1, aliceSession)).status).toBe(200);
   });
 
+
+  it('keeps second factors in the same Redis: both gateways see what was enrolled', async () => {
+    const credentials = createRedisCredentialStore({ url: redis.url, keyPrefix });
+    try {
+      await credentials.update('alice', (f) => ({
+        ...f,
+        userHandle: randomBytes(32).toString('base64url'),
+        webauthn: [{ id: randomBytes(16).toString('base64url'), name: 'shared key', publicKey: randomBytes(77).toString('base64url'), counter: 0, transports: ['internal'], backedUp: false, createdAt: Date.now(), lastUsedAt: undefined }],
+      }));
+    } finally {
+      await credentials.close();
+    }
+    for (const gw of [gw1, gw2]) {
+      const me = await withCookie(gw, aliceSession, '/.portcullis/me');
+      expect(me.status).toBe(200);
+      const body = JSON.parse(me.text()) as { factors: { webauthn: { name: string }[] } };
+      expect(body.factors.webauthn.map((c) => c.name)).toEqual(['shared key']);
+    }
+  });
   it('ends the session at both gateways when it is signed out at gateway 2', async () => {
     const b = new Browser();
     b.jar.set(HOST, SESSION, aliceSession);

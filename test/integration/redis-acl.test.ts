@@ -16,6 +16,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createRedisSink } from '../../src/audit/redis-sink.js';
 import type { AuditSink } from '../../src/audit/sink.js';
 import { createRedisStore } from '../../src/store/index.js';
+import { createRedisCredentialStore } from '../../src/mfa/credential-store.js';
+import { NO_FACTORS } from '../../src/mfa/factors.js';
 
 const DEPLOY = join(import.meta.dirname, '..', '..', 'deploy', 'redis');
 const STREAM = 'portcullis:audit';
@@ -201,6 +203,19 @@ describe('deploy/redis', () => {
         expect(await s.ping()).toBe(true);
       } finally {
         await s.close();
+      }
+    });
+
+    it('runs the MFA credential store (compare-and-set script) under the same prefix', async () => {
+      const c = createRedisCredentialStore({ url: url('portcullis-store', passwords.store), keyPrefix: STORE_PREFIX });
+      try {
+        const handle = randomBytes(32).toString('base64url');
+        await c.update('alice@example.com', (f) => ({ ...f, userHandle: handle }));
+        expect((await c.get('alice@example.com')).userHandle).toBe(handle);
+        await c.update('alice@example.com', () => NO_FACTORS);
+        expect((await c.get('alice@example.com')).userHandle).toBeUndefined();
+      } finally {
+        await c.close();
       }
     });
 

@@ -1,14 +1,16 @@
 #!/usr/bin/env node
 // `npm run bench`: every benchmark section, or only the ones named.
 //
-//   node bench/run.js                 # engines, then gateway, then audit, then verify
+//   node bench/run.js                 # engines, then gateway, then audit, then verify, then viewer
 //   node bench/run.js engines         # proxy engine comparison only   (bench/engines.js)
 //   node bench/run.js gateway         # Portcullis vs nginx vs direct  (bench/gateway.js; builds first)
 //   node bench/run.js audit           # audit sinks: append throughput, latency per request (bench/audit.js)
 //   node bench/run.js verify          # audit verify on a sealed 1,000,000-record log; sealing throughput (bench/verify.js)
+//   node bench/run.js viewer          # audit viewer live tail at 1,000 records/s; gateway p99 with/without a viewer (bench/viewer.js)
+//   node bench/run.js postgres        # pgbench: direct vs pgbouncer vs the database gateway (bench/postgres.js)
 //   node bench/run.js gateway -- --levels 50 --no-build    # options after -- go to the section(s)
 //
-// Exit status: 0 when every section ran, 3 when the gateway, audit or verify section was skipped (build failed or
+// Exit status: 0 when every section ran, 3 when the gateway, audit, verify or viewer section was skipped (build failed or
 // the gateway could not serve yet; the reason is printed), 1 on an error.
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -19,6 +21,8 @@ const SECTIONS = {
   gateway: async (args) => (await import('./gateway.js')).run(args),
   audit: async (args) => (await import('./audit.js')).run(args),
   verify: async (args) => (await import('./verify.js')).run(args),
+  viewer: async (args) => (await import('./viewer.js')).run(args),
+  postgres: async (args) => (await import('./postgres.js')).run(args),
 };
 
 export async function main(argv) {
@@ -26,8 +30,8 @@ export async function main(argv) {
   const names = dash === -1 ? argv : argv.slice(0, dash);
   const args = dash === -1 ? [] : argv.slice(dash + 1);
   if (names.includes('-h') || names.includes('--help')) {
-    console.log('usage: node bench/run.js [engines] [gateway] [audit] [verify] [-- section options]\n' +
-      '  engines: node bench/engines.js --help\n  gateway: node bench/gateway.js --help\n  audit: node bench/audit.js --help\n  verify: node bench/verify.js --help');
+    console.log('usage: node bench/run.js [engines] [gateway] [audit] [verify] [viewer] [postgres] [-- section options]\n' +
+      '  engines: node bench/engines.js --help\n  gateway: node bench/gateway.js --help\n  audit: node bench/audit.js --help\n  verify: node bench/verify.js --help\n  viewer: node bench/viewer.js --help\n  postgres: node bench/postgres.js --help');
     return 0;
   }
   const unknown = names.filter((n) => !(n in SECTIONS));

@@ -16,9 +16,10 @@
 //    `signNote` (dist/audit/checkpoint.js, signed-note.js) under a key from `generateSealKey`. Then
 //    `node bin/portcullis.js audit verify --config <yaml> --public-key <pem>` is timed `--runs`
 //    times (wall clock, exit 0 and the exact summary line checked; peak RSS from /proc/<pid>/status
-//    VmHWM). Unless --no-tamper, one byte of the middle record is then changed and one more run
-//    must exit 3 naming that record (`record-modified seq=<n>`), timed too. `--keep DIR` keeps the
-//    generated log (~400 MiB, ~40 s to generate) for later runs with the same --records/--every.
+//    VmHWM, CPU time of all its threads from /proc/<pid>/stat, the load average when it started).
+//    Unless --no-tamper, one byte of the middle record is then changed and one more run must exit 3
+//    naming that record (`record-modified seq=<n>`), timed too. `--keep DIR` keeps the generated
+//    log (~400 MiB, ~40 s to generate) for later runs with the same --records/--every.
 // 2. Sealing throughput: the real writer (`openAuditLog`) into a file sink at its maximum append
 //    rate (500 appends in flight, not durable, as bench/audit.js), alternately with the real sealer
 //    (`createSealer`, seal.every 10 s, max_records 1000, the defaults) fed by `onAcked` as in
@@ -32,7 +33,7 @@
 // verification gives a wrong answer (a wrong exit code or summary, or the tampered record not named).
 import { spawn, spawnSync, execFileSync } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, writeFileSync, writeSync } from 'node:fs';
-import { cpus, tmpdir } from 'node:os';
+import { cpus, loadavg, tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { BENCH_DIR, ROOT, fmt, log, mdTable, sleep } from './lib/common.js';
@@ -199,9 +200,16 @@ async function generate(dir, n, every) {
   return facts;
 }
 
-/** Runs the command, timing it and sampling its peak RSS (VmHWM). */
+const TICKS_PER_SECOND = 100; // USER_HZ, the unit of utime/stime in /proc/<pid>/stat
+
+/**
+ * Runs the command, timing it and sampling its peak RSS (VmHWM) and CPU time (utime + stime of all
+ * its threads, from /proc/<pid>/stat every 50 ms: the last < 50 ms are missed), with the 1-minute
+ * load average of the machine when it started (other work on the VM slows the run).
+ */
 function timeCli(args) {
   return new Promise((resolve) => {
+    const load = loadavg()[0];
     const t0 = performance.now();
     const child = spawn(process.execPath, [path.join(ROOT, 'bin/portcullis.js'), ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
@@ -209,15 +217,19 @@ function timeCli(args) {
     child.stdout.setEncoding('utf8').on('data', (d) => { stdout += d; });
     child.stderr.setEncoding('utf8').on('data', (d) => { stderr += d; });
     let hwmKiB = 0;
+    let ticks = 0;
     const sample = setInterval(() => {
       try {
         const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'));
         if (m) hwmKiB = Math.max(hwmKiB, Number(m[1]));
+        const stat = readFileSync(`/proc/${child.pid}/stat`, 'utf8');
+        const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+        ticks = Math.max(ticks, Number(f[11]) + Number(f[12]));
       } catch { /* exited */ }
     }, 50);
     child.on('close', (code) => {
       clearInterval(sample);
-      resolve({ code, stdout, stderr, seconds: (performance.now() - t0) / 1000, peakRssMiB: hwmKiB / 1024 });
+      resolve({ code, stdout, stderr, seconds: (performance.now() - t0) / 1000, peakRssMiB: hwmKiB / 1024, cpuSeconds: ticks / TICKS_PER_SECOND, load });
     });
   });
 }
@@ -254,8 +266,8 @@ async function verifyBench(opts, dir) {
   for (let i = 0; i < opts.runs; i++) {
     const r = await timeCli(args);
     const ok = r.code === 0 && r.stdout === expected && r.stderr === '';
-    log(`verify run ${i + 1}: ${r.seconds.toFixed(2)} s, peak RSS ${r.peakRssMiB.toFixed(0)} MiB, exit ${r.code}${ok ? '' : ` — WRONG ANSWER:\n${r.stdout}${r.stderr}`}`);
-    runs.push({ seconds: r.seconds, peakRssMiB: r.peakRssMiB, code: r.code, ok });
+    log(`verify run ${i + 1}: ${r.seconds.toFixed(2)} s, CPU ${r.cpuSeconds.toFixed(1)} s, peak RSS ${r.peakRssMiB.toFixed(0)} MiB, load ${r.load.toFixed(1)}, exit ${r.code}${ok ? '' : ` — WRONG ANSWER:\n${r.stdout}${r.stderr}`}`);
+    runs.push({ seconds: r.seconds, cpuSeconds: r.cpuSeconds, load: r.load, peakRssMiB: r.peakRssMiB, code: r.code, ok });
   }
   let tampered;
   if (opts.tamper) {
@@ -264,7 +276,7 @@ async function verifyBench(opts, dir) {
       const r = await timeCli(args);
       const ok = r.code === 3 && new RegExp(`^TAMPERED record-modified log=${INSTANCE} seq=${facts.target} `, 'm').test(r.stdout);
       log(`tampered run (record ${facts.target} altered): ${r.seconds.toFixed(2)} s, exit ${r.code}${ok ? '' : ` — WRONG ANSWER:\n${r.stdout}${r.stderr}`}`);
-      tampered = { seconds: r.seconds, peakRssMiB: r.peakRssMiB, code: r.code, ok, findings: r.stdout.split('\n').filter((l) => l.startsWith('TAMPERED')).map((l) => l.slice(0, 160)) };
+      tampered = { seconds: r.seconds, cpuSeconds: r.cpuSeconds, load: r.load, peakRssMiB: r.peakRssMiB, code: r.code, ok, findings: r.stdout.split('\n').filter((l) => l.startsWith('TAMPERED')).map((l) => l.slice(0, 160)) };
     } finally {
       changeByte(facts.targetAt, '"alicE"', '"alice"');
     }
@@ -398,9 +410,11 @@ export function report(R) {
     `${(facts.totalBytes / 2 ** 20).toFixed(0)} MiB in ${Math.ceil(facts.totalBytes / SEGMENT_BYTES)} segments), ${facts.checkpoints} checkpoints (one every ${fmt.rps(facts.every)}), ` +
     `each also in witness_dir${facts.reused ? '' : `; generated in ${facts.seconds.toFixed(1)} s`}. ` +
     '`node bin/portcullis.js audit verify --config <yaml> --public-key <pem>`, wall clock including Node start-up.', '');
-  const rows = runs.map((r, i) => [`intact, run ${i + 1}`, r.seconds.toFixed(2), fmt.rps(facts.records / r.seconds), r.peakRssMiB.toFixed(0), String(r.code), r.ok ? 'yes' : '**NO**']);
-  if (tampered) rows.push([`record ${fmt.rps(facts.target)} altered (one byte)`, tampered.seconds.toFixed(2), fmt.rps(facts.records / tampered.seconds), tampered.peakRssMiB.toFixed(0), String(tampered.code), tampered.ok ? 'yes' : '**NO**']);
-  out.push(mdTable(['run', 'seconds', 'records/s', 'peak RSS MiB', 'exit', 'right answer'], rows), '');
+  const row = (name, r) => [name, r.seconds.toFixed(2), r.cpuSeconds.toFixed(1), fmt.rps(facts.records / r.seconds), r.peakRssMiB.toFixed(0), r.load.toFixed(1), String(r.code), r.ok ? 'yes' : '**NO**'];
+  const rows = runs.map((r, i) => row(`intact, run ${i + 1}`, r));
+  if (tampered) rows.push(row(`record ${fmt.rps(facts.target)} altered (one byte)`, tampered));
+  out.push(mdTable(['run', 'seconds', 'CPU s', 'records/s', 'peak RSS MiB', 'load avg', 'exit', 'right answer'], rows), '');
+  out.push('CPU s: user + system time of the process, all threads (the verifier runs a worker thread next to the main one); load avg: the machine\'s 1-minute load average when the run started.', '');
   out.push(`Median of the intact runs: **${median(runs.map((r) => r.seconds)).toFixed(2)} s** (target < 10 s).`, '');
   if (tampered) out.push('Findings of the tampered run:', '', '```', ...tampered.findings, '```', '');
   if (R.sealing?.length) {

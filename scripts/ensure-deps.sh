@@ -10,9 +10,12 @@ fi
 missing=()
 # binary:Debian package
 # chromium: the browser tests (WebAuthn with a virtual authenticator) drive Debian's build via playwright-core.
-for pair in redis-server:redis-server redis-cli:redis-tools chromium:chromium; do
+# psql, openssl and the PostgreSQL server binaries: the database gateway tests (a private cluster with
+# SCRAM/md5 roles is started from /usr/lib/postgresql/*/bin; TLS certificates come from openssl).
+for pair in redis-server:redis-server redis-cli:redis-tools chromium:chromium psql:postgresql-client openssl:openssl; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "== installing Debian packages: ${missing[*]}"
@@ -30,4 +33,14 @@ if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
   mkdir -p /tmp/portcullis-redis
   redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no --dir /tmp/portcullis-redis --logfile /tmp/portcullis-redis/redis.log
   for _ in $(seq 1 50); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 0.1; done
+fi
+
+# The machine's PostgreSQL on 127.0.0.1:5432 (trust, database `test`): the database gateway tests use
+# it as the upstream. Start its cluster the way the machine does if it is not answering.
+if command -v pg_isready >/dev/null 2>&1 && ! pg_isready -q -h 127.0.0.1 -p 5432; then
+  if command -v pg_ctlcluster >/dev/null 2>&1 && [ -d /etc/postgresql ]; then
+    echo "== starting PostgreSQL on 127.0.0.1:5432"
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -1)" main start || true
+    for _ in $(seq 1 50); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 0.1; done
+  fi
 fi

@@ -27,9 +27,9 @@ import { loadOrCreateSealKey } from './audit/seal-key.js';
 import { signerFromPrivateKey, vkeyOf, type NoteSigner } from './audit/signed-note.js';
 import type { AuditSink } from './audit/sink.js';
 import { createAuthenticator } from './identity/authenticator.js';
+import type { Identity } from './identity/index.js';
 import { createIdentityRuntime, type IdentityRuntime } from './identity/runtime.js';
 import { createStore, type Store } from './store/index.js';
-import { errorResponse } from './web/error-response.js';
 import { createGatewayEndpoints } from './web/gateway-endpoints.js';
 import { createFileCredentialStore, createRedisCredentialStore } from './mfa/credential-store.js';
 import type { CredentialStore } from './mfa/factors.js';
@@ -37,6 +37,9 @@ import { loadOrCreateSecretKey, type SecretBox } from './mfa/secret-box.js';
 import { createMfaService } from './mfa/service.js';
 import { createEndpointKit } from './web/endpoint-kit.js';
 import { createMfaEndpoints } from './web/mfa-endpoints.js';
+import { createDatabaseGateway, createDatabaseTokens } from './database/index.js';
+import { createConnectEndpoints } from './web/connect-endpoints.js';
+import { createAuditViewer } from './web/audit-viewer.js';
 
 /** Everything the app needs from outside. */
 export interface AppOptions {
@@ -208,8 +211,28 @@ export async function createApp(opts: AppOptions): Promise<App> {
 
   const kit = createEndpointKit({ sessions: identity.sessions, events: authEvents, channels, logger, now });
   const mfa = createMfaService({ credentials: mfaCredentials, store, secrets: mfaSecrets, sessions: identity.sessions, now });
+  const tokenStepUp = (who: Identity) => (who.tokenRef === undefined ? Promise.resolve(undefined) : mfa.tokenGrant(who.tokenRef, who.user));
+  const auditViewer = createAuditViewer({
+    kit,
+    sessions: identity.sessions,
+    log: audit,
+    sealer,
+    instance,
+    audit: auditCfg,
+    config: () => current.config,
+    // History is read through a sink of its own (its own Redis connection): reads never queue behind appends.
+    openReader: () => (ownsSink ? createAuditSink(auditCfg.sink, { logger }) : sink),
+    tokenStepUp,
+    logger: logger.child({ component: 'audit-viewer' }),
+    now,
+  });
+  // Database listeners (SPEC §7): tokens bound to web sessions; the current config's databases.
+  const dbTokens = createDatabaseTokens({ store, sessions: identity.sessions, now });
+  const databases = createDatabaseGateway({ databases: () => current.config.databases, tokens: dbTokens, audit, channels, logger: logger.child({ component: 'database' }), now });
   const endpoints: GatewayEndpointHandler = createGatewayEndpoints({
     mfa: createMfaEndpoints({ kit, mfa, logger }),
+    connect: createConnectEndpoints({ kit, tokens: dbTokens, sessionHandle: (s) => identity.sessions.handleOf(s), tokenStepUp, events: authEvents, logger, now }),
+    auditViewer,
     sessions: identity.sessions,
     store,
     localUsers: identity.localUsers,
@@ -228,8 +251,9 @@ export async function createApp(opts: AppOptions): Promise<App> {
     snapshot: () => current,
     authenticator,
     endpoints,
+    endpointUpgrade: auditViewer.upgrade,
     signAssertion: (who, audience) => identity.signer.sign(who, audience),
-    tokenStepUp: (who) => (who.tokenRef === undefined ? Promise.resolve(undefined) : mfa.tokenGrant(who.tokenRef, who.user)),
+    tokenStepUp,
     auditor,
     channels,
     logger,
@@ -248,38 +272,35 @@ export async function createApp(opts: AppOptions): Promise<App> {
     requestTimeout: 0,
     headersTimeout: cfg.timeouts.request_headers,
     keepAliveTimeout: cfg.timeouts.keep_alive,
-    requireHostHeader: true,
+    // Node checks for slow heads only this often (default 30 s, which would let a slowloris head live
+    // up to request_headers + 30 s).
+    connectionsCheckingInterval: Math.max(100, Math.min(1000, Math.floor(cfg.timeouts.request_headers / 2))),
+    // The pipeline refuses a missing Host itself (GW_ERR_REQUEST_HOST, with a record); Node's own check
+    // would answer a bare 400 that no record mentions.
+    requireHostHeader: false,
     joinDuplicateHeaders: false,
   };
   const server =
     cfg.tls === undefined
       ? http.createServer(serverOptions)
       : https.createServer({ ...serverOptions, cert: readFileSync(cfg.tls.cert), key: readFileSync(cfg.tls.key) });
+  // Every header the parser read is seen by the pipeline (Node's default stops at 2000 and silently
+  // drops the rest — a second Host or a Transfer-Encoding among them); max_header bounds the head.
+  server.maxHeadersCount = 0;
   server.on('request', pipeline.handleRequest);
+  // `Expect: 100-continue` is answered by the pipeline (only a request it forwards is invited to send
+  // its body); other expectations are refused there, with a record, instead of Node's bare 417.
+  server.on('checkContinue', pipeline.handleRequest);
+  server.on('checkExpectation', pipeline.handleRequest);
   server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
     upgradedSockets.add(socket);
     socket.once('close', () => upgradedSockets.delete(socket));
     pipeline.handleUpgrade(req, socket, head);
   });
   // CONNECT (authority-form) is never proxied: the gateway is not a forward proxy.
-  server.on('connect', (_req: http.IncomingMessage, socket: Duplex) => {
-    const r = errorResponse('GW_ERR_REQUEST_TARGET', { html: false, requestId: '-', message: 'CONNECT is not supported (authority-form target).' });
-    socket.end(`HTTP/1.1 ${r.status} Bad Request\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(r.body)}\r\nconnection: close\r\n\r\n${r.body}`);
-    socket.on('error', () => socket.destroy());
-  });
-  server.on('clientError', (err: Error & { code?: string }, socket: Duplex) => {
-    if (!socket.writable) {
-      socket.destroy();
-      return;
-    }
-    const code = err.code === 'HPE_HEADER_OVERFLOW' ? 'GW_ERR_REQUEST_HEADERS_TOO_LARGE' : 'GW_ERR_REQUEST_HEADERS';
-    const r = errorResponse(code, { html: false, requestId: '-' });
-    const reason = http.STATUS_CODES[r.status] ?? 'Bad Request';
-    socket.end(`HTTP/1.1 ${r.status} ${reason}\r\ncontent-type: ${r.headers['content-type'] ?? 'application/json'}\r\ncontent-length: ${Buffer.byteLength(r.body)}\r\nconnection: close\r\n\r\n${r.body}`);
-    if (channels.requestEnd.hasSubscribers) {
-      channels.requestEnd.publish({ route: 'none', method: 'OTHER', status: r.status, decision: 'error', durationSeconds: 0, upstreamSeconds: undefined });
-    }
-  });
+  server.on('connect', pipeline.handleConnect);
+  // Requests the parser refuses (bad framing, heads too large or too slow) are answered and recorded.
+  server.on('clientError', pipeline.handleClientError);
 
   const readiness: ReadinessCheck[] = [
     { name: 'config', check: () => started && !draining },
@@ -297,6 +318,7 @@ export async function createApp(opts: AppOptions): Promise<App> {
    * (ships what it can), a final checkpoint, then the sink and store connections.
    */
   async function releaseAll(): Promise<void> {
+    await auditViewer.close();
     await pools.closeAll();
     await audit.close();
     await sealer.close();
@@ -329,8 +351,14 @@ export async function createApp(opts: AppOptions): Promise<App> {
     if (config.server.listen !== old.config.server.listen || config.server.admin_listen !== old.config.server.admin_listen) {
       logger.warn('server.listen / server.admin_listen changes take effect only after a restart');
     }
-    if (JSON.stringify(config.audit) !== JSON.stringify(old.config.audit) || config.server.instance_id !== old.config.server.instance_id) {
+    // audit.viewer (who may open the viewer) applies on reload; the rest of audit.* needs a restart.
+    const restartOnly = (c: Readonly<Config>) => JSON.stringify({ ...c.audit, viewer: undefined });
+    if (restartOnly(config) !== restartOnly(old.config) || config.server.instance_id !== old.config.server.instance_id) {
       logger.warn('audit.* and server.instance_id changes take effect only after a restart (the log keeps its single writer)');
+    }
+    const dbListeners = (c: Readonly<Config>) => JSON.stringify(c.databases.map((d) => [d.id, d.listen, d.tls ?? null]));
+    if (dbListeners(config) !== dbListeners(old.config)) {
+      logger.warn('databases: added, removed or re-addressed listeners (id, listen, tls) take effect only after a restart; a removed database refuses new connections and closes open ones now; other database settings apply to new connections');
     }
     if (JSON.stringify(config.store) !== JSON.stringify(old.config.store)) {
       logger.warn('store changes take effect only after a restart');
@@ -360,6 +388,13 @@ export async function createApp(opts: AppOptions): Promise<App> {
         const failed = pub.status === 'rejected' ? { what: 'server.listen', address: cfg.listen, reason: pub.reason as unknown } : { what: 'server.admin_listen', address: cfg.admin_listen, reason: (adm as PromiseRejectedResult).reason as unknown };
         const detail = failed.reason instanceof Error ? failed.reason.message : String(failed.reason);
         throw new Error(`cannot listen on ${failed.address} (${failed.what}): ${detail}`, { cause: failed.reason });
+      }
+      try {
+        await databases.start(current.config.databases);
+      } catch (err) {
+        await Promise.all([server, admin].map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
+        await releaseAll();
+        throw err;
       }
       started = true;
       return { public: pub.value, admin: adm.value };
@@ -397,6 +432,8 @@ export async function createApp(opts: AppOptions): Promise<App> {
       admin.closeIdleConnections();
       // WebSockets have no natural end; they are closed now, and their clients reconnect elsewhere.
       for (const s of upgradedSockets) s.destroy();
+      // Database sessions too: each gets a FATAL 57P01 (its upstream rolls back), then is closed.
+      await databases.stop(Math.min(graceMs, 2000));
       const deadline = new Promise<void>((resolve) => setTimeout(resolve, graceMs).unref());
       await Promise.race([Promise.allSettled([...inFlight]).then(() => undefined), deadline]);
       server.closeAllConnections();

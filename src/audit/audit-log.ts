@@ -47,6 +47,12 @@ export interface AuditLogStats {
   readonly anchored: boolean;
 }
 
+/**
+ * Hears each record once it is in the spool, in seq order (the live audit viewer). Called on the
+ * writer's path: it must only take note and return (queue the record, schedule its own work).
+ */
+export type AppendListener = (record: StoredRecord) => void;
+
 /** Options for the writer. */
 export interface AuditLogOptions {
   readonly sink: AuditSink;
@@ -260,6 +266,7 @@ export async function openAuditLog(opts: AuditLogOptions) {
 
   let lastRecord: StoredRecord | undefined = lastLocal;
   const openIntents = new Map<string, Intent>();
+  const listeners = new Set<AppendListener>();
   // Crash recovery: intents whose record never made it. They stay open, so the compaction below
   // (and any later one) keeps them, until their crash-recovered record is in the spool.
   const orphans = [...intents.values()].filter((i) => !recordedIds.has(i.id));
@@ -396,6 +403,13 @@ export async function openAuditLog(opts: AuditLogOptions) {
       logger.error({ err }, 'audit spool write failed: requests are refused');
       throw err;
     }
+    for (const listener of listeners) {
+      try {
+        listener(rec);
+      } catch (err) {
+        logger.warn({ err }, 'audit append listener failed; the record is written regardless');
+      }
+    }
     void ship();
     return rec;
   }
@@ -437,6 +451,16 @@ export async function openAuditLog(opts: AuditLogOptions) {
       if (!anchored) return 'unanchored';
       if (opts.onFailure === 'reject' && !sinkHealthy) return 'sink-down';
       return undefined;
+    },
+    /**
+     * Calls `listener` with every record appended from now on, once it is in the spool, in seq order
+     * (group commits resolve in order). Returns the function that stops it.
+     */
+    subscribe(listener: AppendListener): () => void {
+      listeners.add(listener);
+      return () => {
+        listeners.delete(listener);
+      };
     },
     stats(): AuditLogStats {
       return { size, acked: acked + 1, spooled: size - (acked + 1), sinkHealthy, anchored };

@@ -23,7 +23,9 @@ export interface AuthEvent {
     | 'mfa_rate_limited'
     | 'mfa_enroll'
     | 'mfa_remove'
-    | 'mfa_recovery_codes';
+    | 'mfa_recovery_codes'
+    | 'db_token_issue'
+    | 'db_token_revoke';
   readonly provider: string;
   /** The user, when known (a failed login records what was typed, capped). */
   readonly user: string | undefined;
@@ -37,10 +39,12 @@ export interface AuthEvent {
   /** For `mfa_*` actions: the factor, and the credential id (never a secret). */
   readonly factor?: 'webauthn' | 'totp' | 'recovery';
   readonly credential?: string;
+  /** For `db_token_*` actions: the database id. */
+  readonly database?: string;
 }
 
 /** Actions that record something the user did successfully (`decision: allow`); the rest are refusals. */
-const ALLOWED_ACTIONS: ReadonlySet<AuthEvent['action']> = new Set(['login', 'logout', 'mfa_success', 'mfa_enroll', 'mfa_remove', 'mfa_recovery_codes']);
+const ALLOWED_ACTIONS: ReadonlySet<AuthEvent['action']> = new Set(['login', 'logout', 'mfa_success', 'mfa_enroll', 'mfa_remove', 'mfa_recovery_codes', 'db_token_issue', 'db_token_revoke']);
 
 /** Where identity events go. */
 export interface AuthEventSink {
@@ -70,6 +74,7 @@ export function createAuditAuthEventSink(log: AuditLog, logger: Logger, also?: A
           provider: event.provider,
           ...(event.factor === undefined ? {} : { factor: event.factor }),
           ...(event.credential === undefined ? {} : { credential: clean(event.credential, CAPS.reason) }),
+          ...(event.database === undefined ? {} : { database: event.database }),
         },
       };
       if (log.admission() === 'unanchored') {

@@ -49,6 +49,7 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { AuditSinkConflictError, AuditSinkGapError, type AuditSink, type LogHead, type StoredRecord } from './sink.js';
 import { checkLog, checkRange, checkRecords, isLogName, takeRound, type PendingAppend } from './sink-input.js';
+import type { PackedReader, PackedRecords } from './verify-digest.js';
 
 /** Options for {@link createFileSink}. */
 export interface FileSinkOptions {
@@ -62,6 +63,10 @@ export interface FileSinkOptions {
 
 const DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024;
 const CHUNK_BYTES = 64 * 1024;
+/** The first packed page's buffer (later ones are sized after the page before). */
+const PACKED_FIRST_BYTES = 1024 * 1024;
+/** The largest packed page (its offsets are 32-bit). */
+const MAX_PACKED_BYTES = 0xffffffff;
 const LF = 0x0a;
 /** One group commit takes calls until it holds about this many records (a larger single call goes alone). */
 const MAX_ROUND_RECORDS = 10_000;
@@ -244,6 +249,77 @@ async function readLines(
   return { seq, offset: lineStart };
 }
 
+/** A packed page being filled (see verify-digest.ts): each record preceded by one 0x00 byte. */
+interface PackBuilder {
+  buf: Buffer;
+  /** Bytes in use: up to and including the 0x00 after the last record. */
+  end: number;
+  /** Where each record's 0x00 byte is, then the one after the last record. */
+  readonly offsets: number[];
+  readonly positions: number[];
+}
+
+/** Makes room for `bytes` bytes in the page, keeping its first `used` bytes. */
+function reserve(page: PackBuilder, used: number, bytes: number): void {
+  if (bytes <= page.buf.length) return;
+  if (bytes > MAX_PACKED_BYTES) throw new RangeError('a packed page cannot exceed 4 GiB');
+  const grown = Buffer.allocUnsafeSlow(Math.min(MAX_PACKED_BYTES, Math.max(bytes, 2 * page.buf.length)));
+  page.buf.copy(grown, 0, 0, used);
+  page.buf = grown;
+}
+
+/** Skips the complete lines of a segment from `start` up to line min(fromSeq, endSeq); returns where that line starts (or where the complete lines end). */
+async function skipLines(fh: FileHandle, start: Position, fromSeq: number, endSeq: number): Promise<Position> {
+  const stop = Math.min(fromSeq, endSeq);
+  if (start.seq >= stop) return start;
+  const chunk = Buffer.allocUnsafe(CHUNK_BYTES);
+  let pos = start.offset;
+  let seq = start.seq;
+  let lineStart = start.offset;
+  for (;;) {
+    const { bytesRead } = await fh.read(chunk, 0, CHUNK_BYTES, pos);
+    if (bytesRead === 0) return { seq, offset: lineStart };
+    const view = chunk.subarray(0, bytesRead);
+    for (let i = view.indexOf(LF); i !== -1; i = view.indexOf(LF, i + 1)) {
+      seq++;
+      lineStart = pos + i + 1;
+      if (seq >= stop) return { seq, offset: lineStart };
+    }
+    pos += bytesRead;
+  }
+}
+
+/**
+ * Appends the complete lines of a segment from `start` on, while their seq is below `endSeq` and the
+ * page holds fewer than `limit` records, to a packed page: read straight into it (as much as its
+ * buffer holds per read), each line's `\n` becoming the 0x00 before the next record. Returns where
+ * it stopped (the next unread line).
+ */
+async function readPackedLines(fh: FileHandle, start: Position, endSeq: number, limit: number, page: PackBuilder): Promise<Position> {
+  let seq = start.seq;
+  const base = page.end; // this segment's bytes go here on
+  let end = base;
+  let lineStart = base;
+  while (seq < endSeq && page.positions.length < limit) {
+    reserve(page, end, end + CHUNK_BYTES);
+    const { bytesRead } = await fh.read(page.buf, end, page.buf.length - end, start.offset + (end - base));
+    if (bytesRead === 0) break;
+    const scan = end;
+    end += bytesRead;
+    const view = page.buf.subarray(0, end);
+    for (let i = view.indexOf(LF, scan); i !== -1 && seq < endSeq && page.positions.length < limit; i = view.indexOf(LF, lineStart)) {
+      page.buf[i] = 0;
+      page.offsets.push(i);
+      page.positions.push(seq);
+      seq++;
+      lineStart = i + 1;
+    }
+  }
+  // A partial last line, and whatever was read past where the page stopped, is left out.
+  page.end = lineStart;
+  return { seq, offset: start.offset + (lineStart - base) };
+}
+
 /** One parsed checkpoints file: the complete entries and where they end. */
 interface CheckpointEntries {
   readonly texts: string[];
@@ -296,9 +372,10 @@ interface LogWriter {
 /**
  * Creates a file-backed {@link AuditSink}; see the module comment for the layout, the checkpoint file
  * format and the durability design. Nothing is touched until the first call. After `close()` every
- * method except `ping` (false) and `close` rejects.
+ * method except `ping` (false) and `close` rejects. `readPacked` reads what `read` does as one
+ * buffer (for `audit verify`).
  */
-export function createFileSink(opts: FileSinkOptions): AuditSink {
+export function createFileSink(opts: FileSinkOptions): AuditSink & PackedReader {
   const segmentBytes = opts.segmentBytes ?? DEFAULT_SEGMENT_BYTES;
   if (!Number.isSafeInteger(segmentBytes) || segmentBytes < 1) throw new TypeError(`invalid segmentBytes ${String(segmentBytes)}`);
   const dir = opts.dir;
@@ -409,6 +486,44 @@ export function createFileSink(opts: FileSinkOptions): AuditSink {
       }
     }
     return out;
+  };
+
+  /** The size of the last packed page: the next one likely fits in as much (one read, no regrowth). */
+  let packedBytes = PACKED_FIRST_BYTES;
+
+  /** {@link readFromFiles}, packed: the same records, positions and read hints, in one buffer. */
+  const readPackedFromFiles = async (
+    logDir: string,
+    segments: readonly number[],
+    fromSeq: number,
+    limit: number,
+    endSeq: number,
+  ): Promise<PackedRecords> => {
+    const page: PackBuilder = { buf: Buffer.allocUnsafeSlow(Math.min(MAX_PACKED_BYTES, packedBytes + CHUNK_BYTES)), end: 1, offsets: [0], positions: [] };
+    page.buf[0] = 0;
+    for (let i = segmentIndexFor(segments, fromSeq); i < segments.length && page.positions.length < limit; i++) {
+      const first = segments[i] ?? 0;
+      const next = segments[i + 1] ?? Number.MAX_SAFE_INTEGER;
+      if (next <= fromSeq) continue;
+      const path = segmentPath(logDir, first);
+      let fh: FileHandle;
+      try {
+        fh = await open(path, 'r');
+      } catch (err) {
+        if (isErrnoException(err, 'ENOENT')) continue;
+        throw err;
+      }
+      try {
+        const stop = Math.min(endSeq, next);
+        const start = await skipLines(fh, nearest(path, first, Math.max(fromSeq, first)), fromSeq, stop);
+        const stopped = await readPackedLines(fh, start, stop, limit, page);
+        remember(path, stopped);
+      } finally {
+        await fh.close();
+      }
+    }
+    if (page.positions.length > 0) packedBytes = page.end;
+    return { bytes: page.buf, offsets: Uint32Array.from(page.offsets), positions: Float64Array.from(page.positions) };
   };
 
   /** Opens a log for writing: creates its directory, or recovers its head and cuts a torn last line off. */
@@ -694,6 +809,16 @@ export function createFileSink(opts: FileSinkOptions): AuditSink {
       if (writer !== undefined) return readFromFiles(writer.logDir, writer.segments, fromSeq, limit, writer.size);
       const logDir = logDirOf(name);
       return readFromFiles(logDir, await listSegments(logDir), fromSeq, limit, Number.MAX_SAFE_INTEGER);
+    },
+
+    async readPacked(name, fromSeq, limit) {
+      assertOpen();
+      checkLog(name);
+      checkRange(fromSeq, limit);
+      const writer = await existingWriter(name);
+      if (writer !== undefined) return readPackedFromFiles(writer.logDir, writer.segments, fromSeq, limit, writer.size);
+      const logDir = logDirOf(name);
+      return readPackedFromFiles(logDir, await listSegments(logDir), fromSeq, limit, Number.MAX_SAFE_INTEGER);
     },
 
     async logs() {

@@ -43,6 +43,35 @@ export interface RequestAuditor {
   intent(req: IncomingMessage, r: AuditedRequest, durable: boolean): Promise<void>;
   /** Records how the request ended. Never throws; a failure is logged and metered. */
   complete(req: IncomingMessage, r: AuditedRequest, outcome: RequestOutcome): void;
+  /**
+   * Records a request Node's parser refused before there was a request to hand the pipeline (bad
+   * syntax or framing, a head too large or too slow): only the peer and the answer are known. Never throws.
+   */
+  unparsed(r: UnparsedRequest): void;
+}
+
+/** What is known of a request that could not be parsed. */
+export interface UnparsedRequest {
+  readonly id: string;
+  readonly startNs: bigint;
+  readonly clientIp: string;
+  readonly status: number;
+  readonly reason: string;
+}
+
+/** The record of an unparsable request (pure). */
+export function unparsedRecord(r: UnparsedRequest, opts: { nowMs: number; endNs: bigint }): RecordBody {
+  return {
+    v: 1,
+    id: r.id,
+    ts: new Date(opts.nowMs).toISOString(),
+    kind: 'http',
+    decision: 'error',
+    reason: clean(r.reason, CAPS.reason),
+    client: { ip: r.clientIp },
+    response: { status: r.status },
+    duration_us: microsBetween(r.startNs, opts.endNs),
+  };
 }
 
 /** The record's identity block. */
@@ -110,6 +139,11 @@ export function createRequestAuditor(deps: { log: AuditLog; logger: Logger; now:
         return;
       }
       deps.log.append(body, false).catch((err: unknown) => {
+        deps.logger.error({ err, reqId: r.id }, 'audit record could not be spooled');
+      });
+    },
+    unparsed(r) {
+      deps.log.append(unparsedRecord(r, { nowMs: deps.now(), endNs: process.hrtime.bigint() }), false).catch((err: unknown) => {
         deps.logger.error({ err, reqId: r.id }, 'audit record could not be spooled');
       });
     },

@@ -6,18 +6,27 @@
  *
  * Records are streamed once, in stored order; memory stays bounded (the tree is a compact range, and
  * earlier records are remembered only as 4-byte hash prefixes for the last 2^20 seqs, to tell a
- * duplicate from a different record under the same seq).
+ * duplicate from a different record under the same seq). They come page by page; in a large log each
+ * page's leaf hashes and `seq`/`prev` fields are computed on a worker thread (verify-digest.ts,
+ * verify-pool.ts) while the next page is read and the one before is checked here, in stored order —
+ * so the findings are the same wherever a page was digested.
  *
  * Trust in checkpoints: a checkpoint counts when a trusted key signed it, when a checkpoint signed by
  * a trusted key announced (`key <vkey>`) the key that signed it (a rotation learned forwards), or when
  * a counted checkpoint's `prev` hash chain leads back to it (older checkpoints of a rotated-away key,
  * authenticated by the hash chain a trusted signature covers).
  */
-import { leafHash, GENESIS_PREV } from './canonical.js';
+import { availableParallelism } from 'node:os';
+import { GENESIS_PREV } from './canonical.js';
 import { checkpointHash, parseCheckpoint, type Checkpoint } from './checkpoint.js';
 import { CompactRange, type CompactRangeJSON } from './merkle.js';
 import { openNote, verifierFromVkey, type NoteVerifier } from './signed-note.js';
 import type { StoredRecord } from './sink.js';
+import { chainFields, digestView, FAST, packPage, recordBytes, type DigestView, type PackedPage, type PackedRecords } from './verify-digest.js';
+import { inThreadDigester, startDigestPool, type Digested, type PageDigester } from './verify-pool.js';
+import { LeafTree } from './verify-tree.js';
+
+export type { PageDigester } from './verify-pool.js';
 
 /** Stable finding codes (printed, documented, asserted by tests). */
 export const FINDING_CODES = {
@@ -83,13 +92,21 @@ export interface StartState {
   readonly prev: string;
 }
 
+/** A page of records: as a sink reads them, or packed (see verify-digest.ts). */
+export type RecordPage = readonly StoredRecord[] | PackedRecords;
+
+/** Records page by page, in stored order. Packed pages are consumed: their buffers may move to a worker thread. */
+export interface RecordPages {
+  readonly pages: AsyncIterable<RecordPage> | Iterable<RecordPage>;
+}
+
 /** One log's material. */
 export interface LogMaterial {
   readonly instance: string;
   /** The log's origin (`<seal.origin>/<instance>`); taken from its first checkpoint when undefined. */
   readonly origin?: string;
-  /** Records in stored order (from `start.seq` when `start` is given). */
-  readonly records: AsyncIterable<StoredRecord> | Iterable<StoredRecord>;
+  /** Records in stored order (from `start.seq` when `start` is given), one by one or page by page. */
+  readonly records: AsyncIterable<StoredRecord> | Iterable<StoredRecord> | RecordPages;
   /** Signed checkpoint notes from the sink, oldest first. */
   readonly checkpoints: readonly string[];
   /** Signed checkpoint notes from `witness_dir`, oldest first (may be empty). */
@@ -99,6 +116,20 @@ export interface LogMaterial {
    * records are checked for signature and chain only.
    */
   readonly start?: StartState;
+}
+
+/** How {@link verifyLog} spreads its work; the findings never depend on it. */
+export interface VerifyOptions {
+  /**
+   * Worker threads that hash and read the records of a page while this thread checks the chain and
+   * builds the tree; 0 = everything in this thread. Default: one fewer than the available cores, at
+   * most 4.
+   */
+  readonly workers?: number;
+  /** The workers start once more than this many records were read (small logs stay in-thread). Default 20,000. */
+  readonly workersFrom?: number;
+  /** Worker threads to use instead of starting `workers` own ones (for several logs in a row); left running. */
+  readonly pool?: PageDigester;
 }
 
 interface GoodCheckpoint {
@@ -111,6 +142,111 @@ const MAX_FINDINGS_PER_CODE = 1000;
 /** How many recent seqs keep a hash prefix (duplicate vs different record under a seq). */
 const WINDOW = 1 << 20;
 const HEX64 = /^[0-9a-f]{64}$/;
+/** Default {@link VerifyOptions.workersFrom}: below this a worker costs more to start than it saves. */
+const WORKERS_FROM = 20_000;
+/** Records and bytes of one digested page at most (a larger page from the source is split). */
+const PAGE_RECORDS = 4096;
+const PAGE_BYTES = 16 * 1024 * 1024;
+
+function defaultWorkers(): number {
+  return Math.min(4, Math.max(0, availableParallelism() - 1));
+}
+
+const ignore = (): void => undefined;
+
+/** Lower-case hex of the 32 bytes at `at`. */
+function hexAt(bytes: Uint8Array, at: number): string {
+  return Buffer.from(bytes.buffer, bytes.byteOffset + at, 32).toString('hex');
+}
+
+function equal32(a: Uint8Array, aAt: number, b: Uint8Array, bAt: number): boolean {
+  for (let k = 0; k < 32; k++) if (a[aAt + k] !== b[bAt + k]) return false;
+  return true;
+}
+
+/** The fields of a record the verifier reads. */
+type RecordFields = { seq?: unknown; prev?: unknown; id?: unknown };
+
+/** `seq`, `prev` and `id` of a record: fast for a canonical record, else by JSON.parse; undefined when it is not a JSON object. */
+function readFields(bytes: Buffer): RecordFields | undefined {
+  const text = bytes.toString('utf8');
+  const fast = chainFields(text);
+  if (fast !== undefined) return fast;
+  try {
+    const value: unknown = JSON.parse(text);
+    if (typeof value === 'object' && value !== null && !Array.isArray(value)) return value;
+  } catch {
+    // not JSON
+  }
+  return undefined;
+}
+
+/** The record's `id` when it is a string (for findings). */
+function recordId(bytes: Buffer): string | undefined {
+  const id = readFields(bytes)?.id;
+  return typeof id === 'string' ? id : undefined;
+}
+
+function isPages(records: LogMaterial['records']): records is RecordPages {
+  return 'pages' in records;
+}
+
+function isPacked(page: RecordPage): page is PackedRecords {
+  return 'positions' in page;
+}
+
+/** The records as pages, whatever form they come in. */
+async function* pagesOf(records: LogMaterial['records']): AsyncGenerator<RecordPage> {
+  if (isPages(records)) {
+    yield* records.pages;
+    return;
+  }
+  let page: StoredRecord[] = [];
+  if (Symbol.iterator in records) {
+    for (const rec of records) {
+      page.push(rec);
+      if (page.length >= PAGE_RECORDS) {
+        yield page;
+        page = [];
+      }
+    }
+  } else {
+    for await (const rec of records) {
+      page.push(rec);
+      if (page.length >= PAGE_RECORDS) {
+        yield page;
+        page = [];
+      }
+    }
+  }
+  if (page.length > 0) yield page;
+}
+
+/** A page split so that no part exceeds PAGE_RECORDS records or (but for a single record) PAGE_BYTES. */
+function chunks(page: readonly StoredRecord[]): (readonly StoredRecord[])[] {
+  const out: (readonly StoredRecord[])[] = [];
+  let from = 0;
+  let bytes = 0;
+  for (let i = 0; i < page.length; i++) {
+    const size = (page[i]?.bytes.length ?? 0) + 1;
+    if (i > from && (i - from >= PAGE_RECORDS || bytes + size > PAGE_BYTES)) {
+      out.push(page.slice(from, i));
+      from = i;
+      bytes = 0;
+    }
+    bytes += size;
+  }
+  if (page.length > from) out.push(from === 0 ? page : page.slice(from));
+  return out;
+}
+
+/** A page read and sent to be digested. */
+interface InFlight {
+  /** Each record's position (its seq in the sink). */
+  readonly positions: Float64Array;
+  done: Digested | undefined;
+  readonly ready: Promise<Digested>;
+}
 
 function finding(log: string, code: FindingCode, message: string, extra: Partial<Finding> = {}): Finding {
   return { code, severity: FINDING_CODES[code], log, message, ...extra };
@@ -124,42 +260,6 @@ interface OpenedCheckpoint {
   problem?: NoteProblem | undefined;
   /** Signed only by unknown keys (a candidate for authentication by the hash chain). */
   unknownKey: boolean;
-}
-
-const SEQ_PREFIX = /^(0|[1-9][0-9]{0,15})[,}]/;
-const PLAIN_ID = /^[^"\\]*$/;
-
-/** The only occurrence of `key` in `text`, or -1 when absent or repeated. */
-function uniqueKey(text: string, key: string): number {
-  const at = text.indexOf(key);
-  return at === -1 || text.indexOf(key, at + key.length) !== -1 ? -1 : at;
-}
-
-/**
- * `seq`, `prev` and `id` of a canonical record without parsing all of it (most of verification's
- * time would otherwise go into JSON.parse). An unescaped `"key":` can only be a key in JSON, so a
- * single occurrence is unambiguous for records the gateway writes; anything unusual returns
- * undefined and the caller parses the record fully. Integrity never rests on this: every record's
- * bytes are hashed into the tree that signed checkpoints pin.
- */
-function chainFields(text: string): { seq: number; prev: string; id: string | undefined } | undefined {
-  if (!text.startsWith('{') || !text.endsWith('}')) return undefined;
-  const p = uniqueKey(text, '"prev":"');
-  const q = uniqueKey(text, '"seq":');
-  if (p === -1 || q === -1) return undefined;
-  const prev = text.slice(p + 8, p + 72);
-  if (text[p + 72] !== '"' || !HEX64.test(prev)) return undefined;
-  const m = SEQ_PREFIX.exec(text.slice(q + 6, q + 24));
-  if (m?.[1] === undefined) return undefined;
-  const i = uniqueKey(text, '"id":"');
-  let id: string | undefined;
-  if (i !== -1) {
-    const end = text.indexOf('"', i + 6);
-    const raw = text.slice(i + 6, end);
-    if (end === -1 || !PLAIN_ID.test(raw)) return undefined;
-    id = raw;
-  }
-  return { seq: Number(m[1]), prev, id };
 }
 
 /**
@@ -316,12 +416,18 @@ function startRange(start: StartState): CompactRange {
  * Verifies one log. `trustedKeys` are the verifiers the caller trusts; keys introduced by a correctly
  * signed rotation checkpoint are trusted from then on. `onProgress` is called with the number of
  * records read every 100,000 records.
- * @throws TypeError / RangeError when `material.start` is malformed; whatever reading the records throws.
+ * @throws TypeError / RangeError when `material.start` is malformed; whatever reading the records
+ *   throws; Error when a worker thread fails.
  */
-export async function verifyLog(material: LogMaterial, trustedKeys: readonly NoteVerifier[], onProgress?: (records: number) => void): Promise<LogReport> {
+export async function verifyLog(
+  material: LogMaterial,
+  trustedKeys: readonly NoteVerifier[],
+  onProgress?: (records: number) => void,
+  options: VerifyOptions = {},
+): Promise<LogReport> {
   const log = material.instance;
   const startSeq = material.start?.seq ?? 0;
-  const range = material.start === undefined ? new CompactRange() : startRange(material.start);
+  const range = material.start === undefined ? new LeafTree() : LeafTree.from(startRange(material.start));
   const findings: Finding[] = [];
   const perCode = new Map<FindingCode, number>();
   const add = (f: Finding): void => {
@@ -392,14 +498,23 @@ export async function verifyLog(material: LogMaterial, trustedKeys: readonly Not
   checkRoots();
 
   let expected = startSeq; // the next seq in order
-  let prev = material.start?.prev ?? GENESIS_PREV; // leaf hash of record expected-1
-  let prevRecord: { seq: number; id: string | undefined; malformed: boolean } | undefined;
+  // The chain head: the leaf hash of record expected-1, 32 bytes at headAt of headHashes.
+  let headHashes: Uint8Array = Buffer.from(material.start?.prev ?? GENESIS_PREV, 'hex');
+  let headAt = 0;
+  const headHex = (): string => hexAt(headHashes, headAt);
+  // The record that set the chain head (none before the first one in order).
+  let hasPrevRecord = false;
+  let prevSeq = 0;
+  let prevPage: PackedPage = packPage([]);
+  let prevIndex = 0;
+  let prevMalformed = false;
   let read = 0;
   let sealedRead = 0;
   const missing: [number, number][] = []; // seq ranges skipped over, sorted, not yet seen
   const window = new Uint32Array(WINDOW); // seq % WINDOW → first 4 bytes of its leaf hash
   const alternates = new Map<number, string[]>(); // seq → leaf hashes of other records under it
   const withId = (id: string | undefined) => (id === undefined ? {} : { id });
+  const idAt = (page: PackedPage, i: number) => withId(recordId(recordBytes(page, i)));
 
   const takeMissing = (seq: number): boolean => {
     let lo = 0;
@@ -421,74 +536,131 @@ export async function verifyLog(material: LogMaterial, trustedKeys: readonly Not
     return false;
   };
 
-  for await (const rec of material.records) {
+  /** Checks record i of a digested page (stored at `position`), in stored order; `leaves` = d.hashes. */
+  const checkRecord = (page: PackedPage, position: number, d: DigestView, leaves: Buffer, i: number): void => {
     read += 1;
-    const hashBuf = leafHash(rec.bytes);
-    const hash = hashBuf.toString('hex');
-    const prefix = hashBuf.readUInt32BE(0);
-    let parsed: { seq?: unknown; prev?: unknown; id?: unknown } = {};
-    let malformed = false;
-    const text = rec.bytes.toString('utf8');
-    const fast = chainFields(text);
-    if (fast !== undefined) parsed = fast;
-    else {
-      try {
-        const value: unknown = JSON.parse(text);
-        if (typeof value === 'object' && value !== null && !Array.isArray(value)) parsed = value;
-        else malformed = true;
-      } catch {
-        malformed = true;
-      }
+    const at = 32 * i;
+    const prefix = leaves.readUInt32BE(at);
+    // seq and prev as digested (FAST), else from a full parse here; `fields` only for the latter.
+    let fields: RecordFields | undefined;
+    let malformed: boolean;
+    let seq: number;
+    if (d.kinds[i] === FAST) {
+      const s = d.seqs[i] ?? Number.NaN;
+      malformed = !(Number.isSafeInteger(s) && s >= 0);
+      seq = malformed ? position : s;
+    } else {
+      fields = readFields(recordBytes(page, i));
+      const s = fields?.seq;
+      malformed = !(typeof s === 'number' && Number.isSafeInteger(s) && s >= 0);
+      seq = !malformed && typeof s === 'number' ? s : position;
     }
-    const id = typeof parsed.id === 'string' ? parsed.id : undefined;
-    if (!malformed && !(typeof parsed.seq === 'number' && Number.isSafeInteger(parsed.seq) && parsed.seq >= 0)) malformed = true;
-    if (malformed) add(finding(log, 'record-malformed', `the record stored at position ${rec.seq} is not a JSON audit record with a seq`, { seq: rec.seq, ...withId(id) }));
-    const seq = !malformed && typeof parsed.seq === 'number' ? parsed.seq : rec.seq;
+    if (malformed) add(finding(log, 'record-malformed', `the record stored at position ${position} is not a JSON audit record with a seq`, { seq: position, ...idAt(page, i) }));
     if (seq < sealed) sealedRead += 1;
 
     if (seq >= expected) {
       if (seq > expected) {
         missing.push([expected, seq - 1]);
-      } else if (!malformed && parsed.prev !== prev && prevRecord?.malformed !== true) {
-        if (prevRecord === undefined) {
+      } else if (!malformed && !prevMalformed && (fields === undefined ? !equal32(d.prevs, at, headHashes, headAt) : fields.prev !== headHex())) {
+        const actual = fields === undefined ? hexAt(d.prevs, at) : String(fields.prev);
+        if (!hasPrevRecord) {
           const message =
             seq === 0
               ? `record 0 names a predecessor although it is the first record`
               : `record ${seq} does not name the record before the export's start (seq ${seq - 1}) as its predecessor`;
-          add(finding(log, 'chain-broken', message, { seq, ...withId(id), expected: prev, actual: String(parsed.prev) }));
-        } else if (alternates.get(seq - 1)?.includes(String(parsed.prev)) === true) {
+          add(finding(log, 'chain-broken', message, { seq, ...idAt(page, i), expected: headHex(), actual }));
+        } else if (alternates.get(seq - 1)?.includes(actual) === true) {
           // It follows the other record stored under seq-1: reported there already (record-inserted).
-        } else if (prevRecord.seq !== seq - 1) {
-          add(finding(log, 'chain-broken', `record ${seq} does not name record ${prevRecord.seq} as its predecessor`, { seq, ...withId(id), expected: prev, actual: String(parsed.prev) }));
+        } else if (prevSeq !== seq - 1) {
+          add(finding(log, 'chain-broken', `record ${seq} does not name record ${prevSeq} as its predecessor`, { seq, ...idAt(page, i), expected: headHex(), actual }));
         } else {
           add(
-            finding(log, 'record-modified', `record ${prevRecord.seq} does not hash to what record ${seq} names as its predecessor: record ${prevRecord.seq} (or the prev of record ${seq}) was altered`, {
-              seq: prevRecord.seq,
-              ...withId(prevRecord.id),
-              expected: String(parsed.prev),
-              actual: prev,
+            finding(log, 'record-modified', `record ${prevSeq} does not hash to what record ${seq} names as its predecessor: record ${prevSeq} (or the prev of record ${seq}) was altered`, {
+              seq: prevSeq,
+              ...idAt(prevPage, prevIndex),
+              expected: actual,
+              actual: headHex(),
             }),
           );
         }
       }
       window[seq % WINDOW] = prefix;
-      prev = hash;
-      prevRecord = { seq, id, malformed };
+      headHashes = d.hashes;
+      headAt = at;
+      hasPrevRecord = true;
+      prevSeq = seq;
+      prevPage = page;
+      prevIndex = i;
+      prevMalformed = malformed;
       expected = seq + 1;
     } else if (takeMissing(seq)) {
-      add(finding(log, 'record-out-of-order', `record ${seq} is stored out of order (after record ${expected - 1})`, { seq, ...withId(id) }));
+      add(finding(log, 'record-out-of-order', `record ${seq} is stored out of order (after record ${expected - 1})`, { seq, ...idAt(page, i) }));
       window[seq % WINDOW] = prefix;
     } else if (seq >= expected - WINDOW && window[seq % WINDOW] === prefix) {
-      add(finding(log, 'record-duplicated', `record ${seq} is stored again at position ${rec.seq}`, { seq, ...withId(id) }));
+      add(finding(log, 'record-duplicated', `record ${seq} is stored again at position ${position}`, { seq, ...idAt(page, i) }));
     } else {
       const other = alternates.get(seq) ?? [];
-      if (alternates.size < 100_000) alternates.set(seq, [...other, hash]);
-      add(finding(log, 'record-inserted', `a second, different record ${seq} is stored at position ${rec.seq}`, { seq, ...withId(id) }));
+      if (alternates.size < 100_000) alternates.set(seq, [...other, hexAt(d.hashes, at)]);
+      add(finding(log, 'record-inserted', `a second, different record ${seq} is stored at position ${position}`, { seq, ...idAt(page, i) }));
     }
 
-    range.append(hashBuf);
+    range.append(leaves, at);
     checkRoots();
     if (onProgress !== undefined && read % 100_000 === 0) onProgress(read);
+  };
+
+  /** Checks a digested page. */
+  const checkPage = (positions: Float64Array, { page, digest }: Digested): void => {
+    const d = digestView(digest, positions.length);
+    const leaves = Buffer.from(d.hashes.buffer, d.hashes.byteOffset, d.hashes.byteLength);
+    for (let i = 0; i < positions.length; i++) checkRecord(page, positions[i] ?? 0, d, leaves, i);
+  };
+
+  // Pages are read ahead and digested (leaf hashes, seq, prev) on worker threads once the log has
+  // more than `workersFrom` records, in-thread before (and throughout with `workers: 0`); they are
+  // checked here strictly in stored order, so the findings do not depend on where they were digested.
+  const workers = options.workers ?? defaultWorkers();
+  const workersFrom = options.workersFrom ?? WORKERS_FROM;
+  if (!Number.isSafeInteger(workers) || workers < 0 || !Number.isSafeInteger(workersFrom) || workersFrom < 0) {
+    throw new RangeError(`invalid verify options: workers ${workers}, workersFrom ${workersFrom}`);
+  }
+  const maxInFlight = 4 * Math.max(1, options.pool?.workers ?? workers);
+  let pool: PageDigester | undefined;
+  const inFlight: InFlight[] = [];
+  const source = pagesOf(material.records)[Symbol.asyncIterator]();
+  let sent = 0;
+  let finished = false;
+  try {
+    let next = source.next();
+    for (;;) {
+      const r = await next;
+      if (r.done === true) break;
+      // Read the next page while this one is digested and checked.
+      next = source.next();
+      next.catch(ignore);
+      for (const packed of isPacked(r.value) ? [r.value] : chunks(r.value).map(packPage)) {
+        const count = packed.positions.length;
+        if (count === 0) continue;
+        if (pool === undefined && (workers > 0 || options.pool !== undefined) && sent + count > workersFrom) {
+          pool = options.pool ?? startDigestPool(workers);
+        }
+        const page: InFlight = { positions: packed.positions, done: undefined, ready: (pool ?? inThreadDigester).digest(packed) };
+        page.ready.then((d) => {
+          page.done = d;
+        }, ignore);
+        inFlight.push(page);
+        sent += count;
+      }
+      for (let head = inFlight[0]; head !== undefined && (head.done !== undefined || inFlight.length > maxInFlight); head = inFlight[0]) {
+        inFlight.shift();
+        checkPage(head.positions, head.done ?? (await head.ready));
+      }
+    }
+    for (let head = inFlight.shift(); head !== undefined; head = inFlight.shift()) checkPage(head.positions, await head.ready);
+    finished = true;
+  } finally {
+    if (pool !== options.pool) await pool?.close();
+    if (!finished) await source.return(undefined).catch(ignore);
   }
   for (const note of laterMismatchNotes) note();
 

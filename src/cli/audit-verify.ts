@@ -16,7 +16,8 @@ import { verifyInclusion } from '../audit/merkle.js';
 import { readPublicKey } from '../audit/seal-key.js';
 import { openNote, verifierFromPublicKey, type NoteVerifier } from '../audit/signed-note.js';
 import type { AuditSink, StoredRecord } from '../audit/sink.js';
-import { FINDING_CODES, verifyLog, type Finding, type LogMaterial, type LogReport } from '../audit/verify.js';
+import { isPackedReader, type PackedReader, type PackedRecords } from '../audit/verify-digest.js';
+import { FINDING_CODES, verifyLog, type Finding, type LogMaterial, type LogReport, type VerifyOptions } from '../audit/verify.js';
 import { errorText, openAuditSetup, readFailure, type AuditReadOptions, type AuditSetup } from './audit-query.js';
 import { parseCommand, type CliIo } from './io.js';
 
@@ -24,6 +25,8 @@ import { parseCommand, type CliIo } from './io.js';
 export interface AuditToolOptions extends AuditReadOptions {
   /** Show progress on stderr. Default: `process.stderr.isTTY`. */
   readonly progress?: boolean;
+  /** Worker threads for `audit verify` (see {@link VerifyOptions}; the defaults suit the CLI). */
+  readonly verify?: VerifyOptions;
 }
 
 /** The instance ids that have a directory under `witnessDir` (sorted; none when it is absent). */
@@ -66,16 +69,34 @@ export async function auditLogs(setup: AuditSetup, instance: string | undefined)
   return [instance];
 }
 
-/** A log's records from `from` on, page by page, in seq order (stops at the first short page). */
-export async function* sinkRecords(sink: AuditSink, instance: string, pageSize: number, from = 0): AsyncGenerator<StoredRecord> {
+/** A log's records from `from` on, one sink read per page, in seq order (stops at the first short page). */
+export async function* sinkPages(sink: AuditSink, instance: string, pageSize: number, from = 0): AsyncGenerator<StoredRecord[]> {
   let next = from;
   for (;;) {
     const page = await sink.read(instance, next, pageSize);
-    yield* page;
+    if (page.length > 0) yield page;
     const last = page.at(-1);
     if (page.length < pageSize || last === undefined) return;
     next = last.seq + 1;
   }
+}
+
+/** {@link sinkPages}, each page read packed (one buffer, see verify-digest.ts). */
+export async function* packedPages(reader: PackedReader, instance: string, pageSize: number, from = 0): AsyncGenerator<PackedRecords> {
+  let next = from;
+  for (;;) {
+    const page = await reader.readPacked(instance, next, pageSize);
+    const count = page.positions.length;
+    if (count > 0) yield page;
+    const last = page.positions[count - 1];
+    if (count < pageSize || last === undefined) return;
+    next = last + 1;
+  }
+}
+
+/** A log's records from `from` on, read page by page, in seq order (stops at the first short page). */
+export async function* sinkRecords(sink: AuditSink, instance: string, pageSize: number, from = 0): AsyncGenerator<StoredRecord> {
+  for await (const page of sinkPages(sink, instance, pageSize, from)) yield* page;
 }
 
 /** A public key read from a file: named (a verifier key line) or not (PEM). */
@@ -209,6 +230,9 @@ export function summaryLine(s: VerifySummary): string {
   return `verified ${s.logs} log${s.logs === 1 ? '' : 's'}: ${s.sealedRecords}/${s.records} records, ${s.validCheckpoints}/${s.checkpoints} checkpoints`;
 }
 
+/** Records per sink read in `audit verify` (unless `pageSize` is given): fewer, larger reads. */
+const VERIFY_PAGE_SIZE = 4096;
+
 /** Thrown for inputs that cannot be read (exit 1). */
 class InputError extends Error {}
 
@@ -251,7 +275,7 @@ export async function runAuditVerify(args: readonly string[], io: CliIo, opts: A
           io.stderr(`\rverifying ${material.instance}: ${n} records`);
         }
       : undefined;
-    const report = await verifyLog(material, verifiers, onProgress);
+    const report = await verifyLog(material, verifiers, onProgress, opts.verify);
     if (shown.value) io.stderr('\r\x1b[K');
     print(report);
   };
@@ -325,7 +349,9 @@ async function verifySink(configFile: string | undefined, keyFiles: readonly str
       try {
         checkpoints = await sink.readCheckpoints(log);
         const verifiers = verifiersFor(keys, [seal.origin, ...signerNames([...checkpoints, ...witness])]);
-        await verifyOne({ instance: log, origin: `${seal.origin}/${log}`, records: sinkRecords(sink, log, setup.pageSize), checkpoints, witness }, verifiers);
+        const pageSize = opts.pageSize ?? VERIFY_PAGE_SIZE;
+        const pages = isPackedReader(sink) ? packedPages(sink, log, pageSize) : sinkPages(sink, log, pageSize);
+        await verifyOne({ instance: log, origin: `${seal.origin}/${log}`, records: { pages }, checkpoints, witness }, verifiers);
       } catch (err) {
         io.stderr(`audit verify: cannot read log ${log} from ${where}: ${readFailure(sink, err)}\n`);
         return 1;

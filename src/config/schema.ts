@@ -175,6 +175,10 @@ const route = z
     methods: z.array(httpMethod).min(1).optional(),
     upstream: httpUrl('the upstream'),
     websocket: z.boolean().default(false),
+    websocket_origins: z
+      .array(z.string().regex(/^https?:\/\/[^/?#@\s]+$/, 'expected an origin: http(s)://host[:port], without a path'))
+      .default([])
+      .meta({ description: 'Other origins whose pages may open WebSockets on this route with the session cookie (the route\'s own origin always may)' }),
     public: z.boolean().default(false),
     preserve_host: z
       .boolean()
@@ -202,13 +206,49 @@ const database = z.strictObject({
   id: identifier,
   type: z.literal('postgres'),
   listen: listenAddress,
+  connect_host: z
+    .string()
+    .regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(:\d{1,5})?$/, 'expected a host name or address, optionally with :port')
+    .optional()
+    .meta({ description: 'The host[:port] clients connect to, shown on the connect page; default: the listen address (public_url host when listening on all interfaces)' }),
+  tls: z
+    .strictObject({ cert: z.string().min(1), key: z.string().min(1) })
+    .optional()
+    .meta({ description: 'Certificate and key (PEM files) for client connections that ask for TLS (sslmode=require)' }),
+  allow_cleartext_without_tls: z
+    .boolean()
+    .default(false)
+    .meta({ description: 'Accept tokens over unencrypted connections from non-loopback clients (refused by default)' }),
+  token_ttl: duration
+    .prefault('1h')
+    .refine((ms) => ms >= 1000 && ms <= 3_600_000, 'token_ttl must be between 1s and 1h')
+    .meta({ description: 'How long an issued database token (and connections made with it) lives; at most 1h' }),
+  recheck_every: duration
+    .prefault('5s')
+    .refine((ms) => ms >= 100 && ms <= 60_000, 'recheck_every must be between 100ms and 60s')
+    .meta({ description: 'How often open connections re-check their token and web session (closed with FATAL when revoked or expired)' }),
   upstream: z.strictObject({
     host: z.string().min(1),
     port: z.int().min(1).max(65535).default(5432),
     database: z.string().min(1),
     user: z.string().min(1),
     password: z.string().default(''),
+    connect_timeout: duration.prefault('5s'),
   }),
+  audit: z
+    .strictObject({
+      max_sql: z
+        .int()
+        .min(64)
+        .max(65_536)
+        .default(4096)
+        .meta({ description: 'Statement text kept per audit record, in characters (longer text is cut and marked)' }),
+      intents: z
+        .boolean()
+        .default(true)
+        .meta({ description: 'Spool each statement before forwarding it, so that a crash leaves a record of every statement the database may have run (false: forward at once; lower latency, but a crash can lose the records of statements in flight)' }),
+    })
+    .prefault({}),
   allow: allow.optional(),
   mfa: mfaRequirement.optional(),
 });
@@ -260,6 +300,7 @@ const server = z.strictObject({
       upstream_connect: duration.prefault('5s'),
       upstream_response: duration.prefault('60s'),
       request_headers: duration.prefault('30s'),
+      request_body: duration.prefault('30s').meta({ description: 'The longest silence while a client sends a request body (then 408)' }),
       keep_alive: duration.prefault('5s'),
       shutdown_grace: duration.prefault('30s'),
     })
@@ -279,7 +320,14 @@ const identity = z.strictObject({
     .default([{ id: 'local', type: 'local', users_file: 'config/users.yaml' }]),
   bearer: z.array(bearerIssuer).default([]),
   session: z
-    .strictObject({ idle_timeout: duration.prefault('1h'), max_lifetime: duration.prefault('12h') })
+    .strictObject({
+      idle_timeout: duration.prefault('1h'),
+      max_lifetime: duration.prefault('12h'),
+      recheck_every: duration
+        .prefault('10s')
+        .refine((ms) => ms >= 100 && ms <= 300_000, 'recheck_every must be between 100ms and 5m')
+        .meta({ description: 'How often open WebSockets re-check their session or token and the route policy (closed when revoked, expired or no longer allowed)' }),
+    })
     .prefault({}),
   assertion: z
     .strictObject({
@@ -366,6 +414,16 @@ const audit = z.strictObject({
       witness_dir: z.string().min(1).default('data/checkpoints'),
     })
     .prefault({}),
+  viewer: z
+    .strictObject({
+      allow: allow.prefault({ groups: ['sre'] }),
+      mfa: mfaRequirement
+        .nullable()
+        .prefault({ factors: ['webauthn'], max_age: '15m' })
+        .meta({ description: 'The second factor the viewer needs, and how fresh; null: none (not recommended)' }),
+    })
+    .prefault({})
+    .meta({ description: 'Who may open the audit viewer (/.portcullis/audit) and its live feed; applies on reload' }),
 });
 
 /** The whole configuration file. */

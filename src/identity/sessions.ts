@@ -155,6 +155,32 @@ export function createSessionManager(opts: SessionManagerOptions) {
       return n;
     },
 
+    /**
+     * An opaque handle naming a session in the store without its id (for bindings such as database
+     * tokens): whoever holds the handle can ask whether the session is live, never use it as a cookie.
+     */
+    handleOf(session: Session): string {
+      return storageKey(session.id);
+    },
+
+    /**
+     * Whether the session behind a handle is live: present (not signed out or revoked), not idle and
+     * not past its lifetime. Never touches it (a check does not keep a session alive).
+     */
+    async isLive(handle: string): Promise<boolean> {
+      if (!handle.startsWith('session:')) return false;
+      const raw = await store.get(handle);
+      if (raw === undefined) return false;
+      let record: SessionRecord;
+      try {
+        record = JSON.parse(raw) as SessionRecord;
+      } catch {
+        return false;
+      }
+      const at = now();
+      return at - record.lastSeen <= idleTimeoutMs && at - record.createdAt <= maxLifetimeMs;
+    },
+
     /** The identity a session stands for. */
     identityOf(session: Session): Identity {
       const r = session.record;

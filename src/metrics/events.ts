@@ -39,6 +39,16 @@ export interface MfaEnrollmentEvent {
   readonly factor: 'webauthn' | 'totp' | 'recovery';
   readonly action: 'enroll' | 'remove';
 }
+/** Published when a database client session opens (+1, after authentication) or closes (-1). */
+export interface DbSessionEvent {
+  readonly database: string;
+  readonly delta: 1 | -1;
+}
+/** Published when a database statement ends; `command` is a bounded label (command tag, ERROR, OTHER). */
+export interface DbStatementEvent {
+  readonly database: string;
+  readonly command: string;
+}
 /** Published after each config reload attempt. */
 export interface ConfigReloadEvent {
   readonly result: 'success' | 'failure';
@@ -54,6 +64,8 @@ export function createChannels(appId: string) {
     authLogin: diagnostics.channel(`portcullis:${appId}:auth:login`),
     mfaChallenge: diagnostics.channel(`portcullis:${appId}:mfa:challenge`),
     mfaEnrollment: diagnostics.channel(`portcullis:${appId}:mfa:enrollment`),
+    dbSession: diagnostics.channel(`portcullis:${appId}:db:session`),
+    dbStatement: diagnostics.channel(`portcullis:${appId}:db:statement`),
   };
 }
 /** The app's channels. */
@@ -94,6 +106,14 @@ export function subscribeMetrics(channels: Channels, metrics: Metrics): () => vo
     const e = msg as MfaEnrollmentEvent;
     metrics.mfaEnrollments.labels(e.factor, e.action).inc();
   };
+  const onDbSession = (msg: unknown) => {
+    const e = msg as DbSessionEvent;
+    metrics.dbSessionsActive.labels(e.database).inc(e.delta);
+  };
+  const onDbStatement = (msg: unknown) => {
+    const e = msg as DbStatementEvent;
+    metrics.dbStatements.labels(e.database, e.command).inc();
+  };
   const subscriptions: [diagnostics.Channel, (msg: unknown) => void][] = [
     [channels.authLogin, onAuthLogin],
     [channels.mfaChallenge, onMfaChallenge],
@@ -102,6 +122,8 @@ export function subscribeMetrics(channels: Channels, metrics: Metrics): () => vo
     [channels.upstreamError, onUpstreamError],
     [channels.websocket, onWebSocket],
     [channels.configReload, onConfigReload],
+    [channels.dbSession, onDbSession],
+    [channels.dbStatement, onDbStatement],
   ];
   for (const [ch, fn] of subscriptions) diagnostics.subscribe(ch.name, fn);
   return () => {

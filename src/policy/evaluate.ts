@@ -24,10 +24,13 @@ export type Decision =
       readonly requirement: MfaRequirementConfig;
     };
 
-/** Which route and rule a request matched. */
+/**
+ * Which route and rule a request matched: only the parts policy reads, so that other things with an
+ * `allow` and `mfa` (databases, the audit viewer) are judged by the same code.
+ */
 export interface PolicyTarget {
-  readonly route: RouteConfig;
-  readonly rule: RuleConfig | undefined;
+  readonly route: Pick<RouteConfig, 'public' | 'allow' | 'mfa'>;
+  readonly rule: Pick<RuleConfig, 'allow' | 'mfa'> | undefined;
 }
 
 function grant(allow: AllowConfig, identity: Identity): string | undefined {

@@ -4,8 +4,10 @@
  * method-override and URL-rewrite headers, and the gateway's own session cookie are removed whatever
  * the client sends; the gateway then adds its own. Responses: hop-by-hop headers are removed.
  *
- * Header names are compared after lower-casing and mapping `_` to `-`, because many upstream stacks
- * (CGI, nginx with underscores_in_headers, WSGI) treat `X_Portcullis_User` as `X-Portcullis-User`.
+ * Header names are compared after lower-casing and reading every character other than a letter or a
+ * digit as `-`, because many upstream stacks (CGI, nginx with underscores_in_headers, WSGI, PHP) treat
+ * `X_Portcullis_User` — and some `X.Portcullis.User` — as `X-Portcullis-User` (oauth2-proxy
+ * CVE-2025-64484; Traefik CVE-2026-33433).
  */
 
 /** RFC 9110 §7.6.1 hop-by-hop headers, plus the non-standard ones seen in the field. */
@@ -51,9 +53,9 @@ export function isGatewayCookie(name: string): boolean {
   return name === '__Host-portcullis' || name.startsWith('__Host-portcullis-') || name.startsWith('portcullis_');
 }
 
-/** Canonical comparison form of a header name: lower case, `_` read as `-`. */
+/** Canonical comparison form of a header name: lower case, every character but a letter or digit read as `-`. */
 export function headerKey(name: string): string {
-  return name.toLowerCase().replaceAll('_', '-');
+  return name.toLowerCase().replace(/[^a-z0-9]/g, '-');
 }
 
 function isOwnedOrHopByHop(key: string, connectionTokens: ReadonlySet<string>): boolean {
@@ -120,7 +122,7 @@ export interface ForwardingFacts {
  */
 export function buildUpstreamHeaders(rawHeaders: readonly string[], facts: ForwardingFacts): string[] {
   const dropNamed = connectionTokens(rawHeaders);
-  const out: string[] = ['host', facts.upstreamHost];
+  const out: string[] = [];
   let incomingXff: string | undefined;
   let incomingProto: string | undefined;
   let incomingHost: string | undefined;
@@ -151,10 +153,12 @@ export function buildUpstreamHeaders(rawHeaders: readonly string[], facts: Forwa
     const kept = stripSessionCookies(cookies.join('; '));
     if (kept !== undefined) out.push('cookie', kept);
   }
-  if (facts.contentLength !== undefined) out.push('content-length', facts.contentLength);
-  if (facts.keepUpgrade === true) out.push('connection', 'upgrade', 'upgrade', 'websocket');
 
-  out.push(
+  // The gateway's own headers go first: an upstream that stops reading after N header lines (Node:
+  // 2000) must not lose them behind the client's.
+  const own: string[] = [
+    'host',
+    facts.upstreamHost,
     'x-forwarded-for',
     incomingXff === undefined ? facts.remoteAddress : `${incomingXff}, ${facts.remoteAddress}`,
     'x-forwarded-proto',
@@ -163,9 +167,11 @@ export function buildUpstreamHeaders(rawHeaders: readonly string[], facts: Forwa
     incomingHost ?? facts.host,
     'x-portcullis-request-id',
     facts.requestId,
-  );
-  if (facts.identityHeaders) for (const [n, v] of facts.identityHeaders) out.push(n, v);
-  return out;
+  ];
+  if (facts.identityHeaders) for (const [n, v] of facts.identityHeaders) own.push(n, v);
+  if (facts.contentLength !== undefined) own.push('content-length', facts.contentLength);
+  if (facts.keepUpgrade === true) own.push('connection', 'upgrade', 'upgrade', 'websocket');
+  return own.concat(out);
 }
 
 /**

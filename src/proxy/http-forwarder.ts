@@ -116,9 +116,19 @@ export function forwardHttp(req: IncomingMessage, res: ServerResponse, spec: For
       if (responseStarted) res.destroy(err);
       settle({ ok: false, kind, responseStarted, error: err, status, bytesOut, ttfbNs });
     };
+    const gone = () => Object.assign(new Error('client closed the connection'), { code: 'UND_ERR_ABORTED' });
+    let clientGone = false;
     const onClientClose = () => {
-      if (!res.writableFinished) controller?.abort(Object.assign(new Error('client closed the connection'), { code: 'UND_ERR_ABORTED' }));
+      if (res.writableFinished) return;
+      clientGone = true;
+      controller?.abort(gone());
     };
+    // The client may be gone before the request is even dispatched (its connection was cut while the
+    // request waited to be admitted): nothing is sent upstream then.
+    if (res.destroyed || req.destroyed) {
+      settle({ ok: false, kind: 'client-aborted', responseStarted: false, error: gone(), status: 0, bytesOut: 0, ttfbNs: undefined });
+      return;
+    }
     res.on('close', onClientClose);
 
     let body: Readable | null = null;
@@ -127,6 +137,8 @@ export function forwardHttp(req: IncomingMessage, res: ServerResponse, spec: For
     const handler: Dispatcher.DispatchHandler = {
       onRequestStart(c) {
         controller = c;
+        // …or between the dispatch and now.
+        if (clientGone) c.abort(gone());
       },
       onResponseStart(c, statusCode, headers, statusMessage) {
         status = statusCode;

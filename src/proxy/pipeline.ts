@@ -9,18 +9,19 @@
  */
 import { randomUUID } from 'node:crypto';
 import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
-import { GatewayError, isGatewayError, type ErrorCode } from '../errors/index.js';
+import { ERRORS, GatewayError, isGatewayError, type ErrorCode } from '../errors/index.js';
 import type { RequestAuditor, RequestOutcome } from '../audit/request-auditor.js';
 import type { Identity, MfaCheck } from '../identity/index.js';
 import type { Channels } from '../metrics/events.js';
 import { evaluatePolicy, type Decision } from '../policy/index.js';
-import { normalizeTarget, type RouteMatch } from '../routing/index.js';
+import { canonicalizeHost, formatHost, normalizeTarget, sameHost, type CanonicalHost, type RouteMatch } from '../routing/index.js';
 import { errorResponse, escapeHtml, redirectResponse, renderPage, wantsHtml, type GatewayResponse } from '../web/error-response.js';
 import { safeReturnPath } from '../web/return-path.js';
 import type { MfaRequirementConfig } from '../config/index.js';
-import { buildUpstreamHeaders } from './headers.js';
+import { buildUpstreamHeaders, headerKey } from './headers.js';
 import { forwardHttp, type ForwardResult } from './http-forwarder.js';
 import { identityHeaders } from './identity-headers.js';
 import type { Snapshot } from './snapshot.js';
@@ -37,8 +38,31 @@ export interface Authenticator {
   authenticate(req: IncomingMessage, snapshot: Snapshot): Promise<Identity | undefined> | Identity | undefined;
 }
 
-/** Serves the gateway's own endpoints under `/.portcullis/`. */
-export type GatewayEndpointHandler = (req: IncomingMessage, res: ServerResponse, ctx: RequestContext) => void | Promise<void>;
+/**
+ * How a gateway endpoint that wants its own request record ended (the audit viewer: its page loads,
+ * API calls and live feed are audited like proxied requests). Endpoints that return nothing get none.
+ */
+export interface EndpointOutcome {
+  readonly status: number;
+  readonly decision: DecisionLabel;
+  readonly reason?: string;
+  readonly bytesIn?: number;
+  readonly bytesOut?: number;
+  /** For a WebSocket the endpoint served, until it closed. */
+  readonly websocket?: RequestOutcome['websocket'];
+}
+
+/** Nothing (`V` = void, so plain `async () => {…}` handlers fit) or an outcome, maybe as a promise. */
+type EndpointResult<V> = V | EndpointOutcome | Promise<V | EndpointOutcome>;
+
+/** Serves the gateway's own endpoints under `/.portcullis/`; an endpoint may return its outcome. */
+export type GatewayEndpointHandler = (req: IncomingMessage, res: ServerResponse, ctx: RequestContext) => EndpointResult<void>;
+
+/**
+ * Takes a WebSocket upgrade under `/.portcullis/`: answers a refusal (the pipeline writes and records
+ * it), or serves the socket and resolves with its outcome once it has closed; undefined → 404.
+ */
+export type GatewayUpgradeHandler = (req: IncomingMessage, socket: Duplex, head: Buffer, ctx: RequestContext) => Promise<Extract<Verdict, { kind: 'respond' }> | EndpointOutcome | undefined>;
 
 /** Per-request state. */
 export interface RequestContext {
@@ -52,6 +76,8 @@ export interface RequestContext {
   readonly peerTrusted: boolean;
   /** The canonical path (what policy judged, what the upstream receives), once normalized. */
   path: string | undefined;
+  /** The canonical Host (what routing judged; sent upstream as Host with preserve_host, and as X-Forwarded-Host). */
+  host: CanonicalHost | undefined;
   query: string | undefined;
   segments: readonly string[];
   match: RouteMatch | undefined;
@@ -71,6 +97,8 @@ export interface PipelineDeps {
   readonly snapshot: () => Snapshot;
   readonly authenticator: Authenticator;
   readonly endpoints: GatewayEndpointHandler;
+  /** WebSocket upgrades under `/.portcullis/` (the audit viewer's live feed); without it they get 404. */
+  readonly endpointUpgrade?: GatewayUpgradeHandler;
   readonly channels: Channels;
   readonly logger: Logger;
   readonly now: () => number;
@@ -118,6 +146,28 @@ function checkHostHeader(req: IncomingMessage): string | undefined {
   return host;
 }
 
+/**
+ * Step 0: what Node's parser accepts but some other hop could read differently, refused rather than
+ * forwarded: a version other than HTTP/1.x, a `Transfer-Encoding` other than exactly `chunked` (`gzip, chunked` names a coding the
+ * gateway would not undo), any `Transfer-Encoding` on HTTP/1.0 (RFC 9112 §6.1: faulty framing), more
+ * than one `Authorization` (which one would policy have judged?), and an `Expect` other than
+ * `100-continue` (RFC 9110 §10.1.1).
+ */
+function framingStep(req: IncomingMessage, ctx: RequestContext): Verdict | undefined {
+  if (req.httpVersionMajor !== 1) return fail(ctx, 'GW_ERR_REQUEST_HEADERS', 'error', { message: `HTTP/${req.httpVersion} is not spoken here.` });
+  const te = req.headers['transfer-encoding'];
+  if (te !== undefined) {
+    if (req.httpVersionMinor === 0) return fail(ctx, 'GW_ERR_REQUEST_HEADERS', 'error', { message: 'Transfer-Encoding is not allowed on HTTP/1.0.' });
+    if (te.trim().toLowerCase() !== 'chunked') return fail(ctx, 'GW_ERR_REQUEST_HEADERS', 'error', { message: 'Only "Transfer-Encoding: chunked" is supported.' });
+  }
+  let authorizations = 0;
+  for (let i = 0; i < req.rawHeaders.length; i += 2) if (headerKey(req.rawHeaders[i] ?? '') === 'authorization') authorizations += 1;
+  if (authorizations > 1) return fail(ctx, 'GW_ERR_REQUEST_HEADERS', 'error', { message: 'More than one Authorization header.' });
+  const expect = req.headers.expect;
+  if (expect !== undefined && expect.trim().toLowerCase() !== '100-continue') return fail(ctx, 'GW_ERR_REQUEST_HEADERS', 'error', { message: 'Only "Expect: 100-continue" is supported.' });
+  return undefined;
+}
+
 /** Step 2: normalize the target once; the result is what policy judges and what is forwarded. */
 function normalizeStep(req: IncomingMessage, ctx: RequestContext): Verdict | undefined {
   const host = checkHostHeader(req);
@@ -125,6 +175,7 @@ function normalizeStep(req: IncomingMessage, ctx: RequestContext): Verdict | und
   const t = normalizeTarget(req.url ?? '', host, ctx.snapshot.scheme);
   if (!t.ok) return fail(ctx, t.code, 'error', { message: `${t.code === 'GW_ERR_REQUEST_HOST' ? 'Bad Host header' : 'Bad request target'} (${t.reason}).` });
   ctx.path = t.path;
+  ctx.host = t.host;
   ctx.query = t.query;
   ctx.segments = t.segments;
   const match = ctx.snapshot.routes.match(t.host, t.segments, ctx.method);
@@ -134,7 +185,10 @@ function normalizeStep(req: IncomingMessage, ctx: RequestContext): Verdict | und
 
 /** Step 3: the gateway's own endpoints are never proxied. */
 function reservedStep(ctx: RequestContext): Verdict | undefined {
-  return ctx.segments[0] === RESERVED_SEGMENT ? { kind: 'gateway-endpoint' } : undefined;
+  if (ctx.segments[0] !== RESERVED_SEGMENT) return undefined;
+  // No route owns anything under the prefix: records and metrics must not name one.
+  ctx.match = undefined;
+  return { kind: 'gateway-endpoint' };
 }
 
 /** Step 4: some route must match. */
@@ -273,6 +327,46 @@ function returnPath(ctx: RequestContext): string {
   return (ctx.path ?? '/') + (ctx.query === undefined ? '' : `?${ctx.query}`);
 }
 
+/**
+ * Cross-site WebSocket hijacking: a browser attaches the session cookie to a WebSocket handshake from
+ * any page, and WebSockets have no CORS. An upgrade the cookie authenticates must come from the
+ * request's own origin (the public URL's or the listener's scheme, and the same host) or from one the
+ * route lists in `websocket_origins`. An upgrade without `Origin` does not come from a browser; a
+ * bearer token is not an ambient credential a foreign page could borrow.
+ */
+function crossOriginUpgrade(req: IncomingMessage, ctx: RequestContext, allowed: readonly string[]): boolean {
+  if (ctx.identity?.auth !== 'cookie') return false;
+  const origin = req.headers.origin;
+  if (origin === undefined) return false;
+  let url: URL;
+  try {
+    url = new URL(origin);
+  } catch {
+    return true; // `null` (sandboxed frames, file:) and anything unparsable
+  }
+  if (allowed.some((o) => URL.canParse(o) && new URL(o).origin === url.origin)) return false;
+  const scheme = url.protocol === 'https:' ? 'https' : url.protocol === 'http:' ? 'http' : undefined;
+  const publicScheme = new URL(ctx.snapshot.config.server.public_url).protocol === 'https:' ? 'https' : 'http';
+  if (scheme === undefined || (scheme !== publicScheme && scheme !== ctx.snapshot.scheme) || url.pathname !== '/' || url.username !== '' || url.password !== '') return true;
+  const from = canonicalizeHost(url.host, scheme);
+  const to = canonicalizeHost(req.headers.host ?? '', scheme);
+  return from === undefined || to === undefined || !sameHost(from, to);
+}
+
+/** The decision label of a response a gateway endpoint wrote by itself. */
+function endpointLabel(status: number): DecisionLabel {
+  if (status < 400) return 'allow';
+  if (status === 401) return 'unauthenticated';
+  if (status === 403) return 'deny';
+  if (status === 404) return 'not_found';
+  return 'error';
+}
+
+/** Whether the client waits for `100 Continue` before sending its body. */
+function expectsContinue(req: IncomingMessage): boolean {
+  return (req.headers.expect ?? '').trim().toLowerCase() === '100-continue';
+}
+
 function loginRedirect(ctx: RequestContext): string {
   return `/.portcullis/login?rd=${encodeURIComponent(returnPath(ctx))}`;
 }
@@ -292,6 +386,7 @@ function contextFor(req: IncomingMessage, deps: PipelineDeps): RequestContext {
     clientIp: snapshot.clientAddress(remote, req.headers['x-forwarded-for']),
     peerTrusted: snapshot.isTrustedPeer(remote),
     path: undefined,
+    host: undefined,
     query: undefined,
     segments: [],
     match: undefined,
@@ -305,6 +400,8 @@ function contextFor(req: IncomingMessage, deps: PipelineDeps): RequestContext {
  * matched and is not public.
  */
 async function runSteps(req: IncomingMessage, ctx: RequestContext, deps: PipelineDeps): Promise<Verdict> {
+  const ambiguous = framingStep(req, ctx);
+  if (ambiguous !== undefined) return ambiguous;
   const bad = normalizeStep(req, ctx);
   if (bad !== undefined) return bad;
   const reserved = reservedStep(ctx);
@@ -373,8 +470,30 @@ export function createPipeline(deps: PipelineDeps) {
     readonly reason?: string;
   }
 
+  function endpointFacts(o: EndpointOutcome): EndFacts {
+    return {
+      ...(o.reason === undefined ? {} : { reason: o.reason }),
+      ...(o.bytesIn === undefined ? {} : { bytesIn: o.bytesIn }),
+      ...(o.bytesOut === undefined ? {} : { bytesOut: o.bytesOut }),
+      ...(o.websocket === undefined ? {} : { websocket: o.websocket }),
+    };
+  }
+
+  /**
+   * Requests cut short by the client's side of the connection while in the pipeline: a body that fell
+   * silent (408) or that Node's parser refused mid-way (400/413). Their one record says so, whatever
+   * the step that was running when it happened saw (an aborted upstream call, an unreadable form).
+   */
+  const interrupted = new WeakMap<RequestContext, { readonly status: number; readonly reason: string }>();
+  /** The request each connection is in the middle of, so a parser error in its body ends that request. */
+  const inFlight = new WeakMap<object, { readonly ctx: RequestContext; readonly res: ServerResponse }>();
+
   /** The end of every request: its audit record, its metrics, and (at debug) a log line. */
-  function publishEnd(ctx: RequestContext, status: number, label: DecisionLabel, facts: EndFacts = {}): void {
+  function publishEnd(ctx: RequestContext, statusSeen: number, labelSeen: DecisionLabel, factsSeen: EndFacts = {}): void {
+    const cut = interrupted.get(ctx);
+    const status = cut?.status ?? statusSeen;
+    const label = cut === undefined ? labelSeen : 'error';
+    const facts = cut === undefined ? factsSeen : { ...factsSeen, reason: cut.reason };
     if (deps.auditor !== undefined) {
       deps.auditor.complete(ctx.req, auditView(ctx), {
         kind: facts.websocket === undefined ? 'http' : 'websocket',
@@ -452,7 +571,7 @@ export function createPipeline(deps: PipelineDeps) {
       return;
     }
     const hasBody = (hasContentLength && cl !== '0') || req.headers['transfer-encoding'] !== undefined;
-    const host = req.headers.host ?? '';
+    const host = ctx.host === undefined ? (req.headers.host ?? '') : formatHost(ctx.host);
     const headers = buildUpstreamHeaders(req.rawHeaders, {
       remoteAddress: req.socket.remoteAddress ?? '',
       peerTrusted: ctx.peerTrusted,
@@ -464,6 +583,8 @@ export function createPipeline(deps: PipelineDeps) {
       dropAuthorization: ctx.identity?.auth === 'bearer',
       contentLength: hasContentLength ? cl : undefined,
     });
+    // Only now, with the request judged and admitted, is the client invited to send its body.
+    if (expectsContinue(req) && !res.headersSent) res.writeContinue();
     const result = await forwardHttp(req, res, {
       pool: upstream.pool,
       path: returnPath(ctx),
@@ -504,10 +625,14 @@ export function createPipeline(deps: PipelineDeps) {
       return;
     }
     const ctx = contextFor(req, deps);
+    inFlight.set(req.socket, { ctx, res });
+    const unguard = guardBody(req, res, ctx);
     try {
       const verdict = await runSteps(req, ctx, deps);
       // Node emits pipelined requests together; one behind a refused request is dropped here too.
       if (closingSockets.has(req.socket)) {
+        // …unless this very request was answered while its steps ran (its body broke the parser).
+        if (interrupted.has(ctx)) publishEnd(ctx, 0, 'error');
         req.resume();
         return;
       }
@@ -516,9 +641,15 @@ export function createPipeline(deps: PipelineDeps) {
           writeResponse(res, verdict.response, ctx.id, deps.draining() || verdict.response.status === 400);
           publishEnd(ctx, verdict.response.status, verdict.label);
           return;
-        case 'gateway-endpoint':
-          await deps.endpoints(req, res, ctx);
+        case 'gateway-endpoint': {
+          if (expectsContinue(req)) res.writeContinue();
+          const outcome = await deps.endpoints(req, res, ctx);
+          // Every request has its record: an endpoint that does not describe its outcome is recorded
+          // by the status it answered (a refused logout or enrolment post included).
+          if (outcome !== undefined) publishEnd(ctx, outcome.status, outcome.decision, endpointFacts(outcome));
+          else publishEnd(ctx, res.statusCode, endpointLabel(res.statusCode), { reason: 'gateway-endpoint' });
           return;
+        }
         case 'forward':
           if (deps.draining()) res.shouldKeepAlive = false;
           await forward(req, res, ctx, verdict.match);
@@ -533,7 +664,55 @@ export function createPipeline(deps: PipelineDeps) {
         if (v.kind === 'respond') writeResponse(res, v.response, ctx.id, true);
       } else res.destroy();
       publishEnd(ctx, known ? err.status : 500, 'error', { reason: known ? err.code : 'internal-error' });
+    } finally {
+      unguard();
+      if (inFlight.get(req.socket)?.ctx === ctx) inFlight.delete(req.socket);
     }
+  }
+
+  /**
+   * Ends a request the client's side cut short (its body fell silent, or broke the parser): answers
+   * `code` when nothing was answered yet, closes the connection, and makes the request's one record
+   * say so. The answer is written on the socket, not through `res`: the response stays unfinished, so
+   * whatever step is still reading the body (an upstream call, a form) sees the connection close and ends.
+   */
+  function cutShort(ctx: RequestContext, res: ServerResponse, socket: Duplex, code: ErrorCode, reason: string): void {
+    if (interrupted.has(ctx)) return;
+    interrupted.set(ctx, { status: ERRORS[code].status, reason });
+    const v = fail(ctx, code, 'error');
+    if (!res.headersSent && socket.writable && v.kind === 'respond') {
+      closingSockets.add(socket);
+      rejectUpgrade(socket, v.response, ctx.id);
+    } else socket.destroy();
+  }
+
+  /**
+   * A request body must keep arriving (slowloris bodies): after `server.timeouts.request_body` of
+   * silence on the connection the request is answered 408 when nothing was answered yet, and the
+   * connection is closed. Node emits `timeout` on a request that is not complete. Returns the cleanup.
+   */
+  function guardBody(req: IncomingMessage, res: ServerResponse, ctx: RequestContext): () => void {
+    const cl = req.headers['content-length'];
+    const hasBody = (cl !== undefined && cl !== '0') || req.headers['transfer-encoding'] !== undefined;
+    if (!hasBody || req.complete) return () => undefined;
+    const socket = req.socket;
+    const onIdle = (): void => {
+      if (req.complete) return;
+      log(ctx).info('request body timed out');
+      cutShort(ctx, res, socket, 'GW_ERR_REQUEST_TIMEOUT', 'request-body-timeout');
+    };
+    const onEnd = (): void => {
+      req.off('timeout', onIdle);
+      // Once the response has finished, Node has armed its keep-alive timer on the socket: leave it.
+      if (!res.writableFinished) socket.setTimeout(0);
+    };
+    socket.setTimeout(ctx.snapshot.config.server.timeouts.request_body);
+    req.on('timeout', onIdle);
+    req.once('end', onEnd);
+    return () => {
+      req.off('timeout', onIdle);
+      req.off('end', onEnd);
+    };
   }
 
   function rejectUpgrade(socket: Duplex, response: GatewayResponse, requestId: string): void {
@@ -557,16 +736,31 @@ export function createPipeline(deps: PipelineDeps) {
       if (upgrade !== 'websocket') {
         // h2c and other protocol switches are refused: they would tunnel past the gateway's parser.
         verdict = fail(ctx, 'GW_ERR_REQUEST_HEADERS', 'error', { message: `Upgrade to "${upgrade}" is not supported.` });
+      } else if (ctx.method !== 'GET' || req.httpVersion !== '1.1') {
+        // RFC 6455 §4.1. The upstream handshake is always a GET: policy must not judge another method.
+        verdict = fail(ctx, 'GW_ERR_REQUEST_HEADERS', 'error', { message: 'A WebSocket upgrade must be an HTTP/1.1 GET.' });
       } else {
         verdict = await runSteps(req, ctx, deps);
       }
-      if (verdict.kind === 'gateway-endpoint') verdict = fail(ctx, 'GW_ERR_ROUTE_NOT_FOUND', 'not_found');
+      if (verdict.kind === 'gateway-endpoint') {
+        const served = deps.endpointUpgrade === undefined ? undefined : await deps.endpointUpgrade(req, socket, head, ctx);
+        if (served !== undefined && !('kind' in served)) {
+          publishEnd(ctx, served.status, served.decision, endpointFacts(served));
+          return;
+        }
+        verdict = served ?? fail(ctx, 'GW_ERR_ROUTE_NOT_FOUND', 'not_found');
+      }
       if (verdict.kind === 'forward' && !verdict.match.route.websocket) {
         verdict = fail(ctx, 'GW_ERR_WEBSOCKET_DISABLED', 'deny', { routeId: verdict.match.route.id });
       }
+      let refusal: string | undefined;
+      if (verdict.kind === 'forward' && crossOriginUpgrade(req, ctx, verdict.match.route.websocket_origins)) {
+        refusal = 'cross-origin-websocket';
+        verdict = fail(ctx, 'GW_ERR_WEBSOCKET_ORIGIN', 'deny', { routeId: verdict.match.route.id });
+      }
       if (verdict.kind === 'respond') {
         rejectUpgrade(socket, verdict.response, ctx.id);
-        publishEnd(ctx, verdict.response.status, verdict.label);
+        publishEnd(ctx, verdict.response.status, verdict.label, refusal === undefined ? {} : { reason: refusal });
         return;
       }
       if (verdict.kind !== 'forward') return;
@@ -579,7 +773,7 @@ export function createPipeline(deps: PipelineDeps) {
         publishEnd(ctx, refused.response.status, 'error', { reason: 'audit-unavailable' });
         return;
       }
-      const host = req.headers.host ?? '';
+      const host = ctx.host === undefined ? (req.headers.host ?? '') : formatHost(ctx.host);
       const headers = buildUpstreamHeaders(req.rawHeaders, {
         remoteAddress: req.socket.remoteAddress ?? '',
         peerTrusted: ctx.peerTrusted,
@@ -591,20 +785,29 @@ export function createPipeline(deps: PipelineDeps) {
         dropAuthorization: ctx.identity?.auth === 'bearer',
         keepUpgrade: true,
       });
-      const state = { opened: false };
+      const state: { opened: boolean; closedBy: string | undefined; unwatch: () => void } = { opened: false, closedBy: undefined, unwatch: () => undefined };
+      const closer = new AbortController();
       const result = await forwardWebSocket(socket, head, {
         upstream: upstream.url,
         path: returnPath(ctx),
         headers,
         connectTimeoutMs: upstream.connectTimeoutMs,
+        requestId: ctx.id,
+        signal: closer.signal,
         onOpen: () => {
           state.opened = true;
+          state.unwatch = watchConnection(req, ctx, route.id, (reason) => {
+            state.closedBy = reason;
+            closer.abort();
+          });
           if (channels.websocket.hasSubscribers) channels.websocket.publish({ route: route.id, delta: 1 });
         },
       });
+      state.unwatch();
       if (state.opened && channels.websocket.hasSubscribers) channels.websocket.publish({ route: route.id, delta: -1 });
       if (result.ok) {
         publishEnd(ctx, 101, 'allow', {
+          ...(state.closedBy === undefined ? {} : { reason: state.closedBy }),
           upstream: route.upstream,
           bytesIn: result.bytesIn,
           bytesOut: result.bytesOut,
@@ -626,6 +829,115 @@ export function createPipeline(deps: PipelineDeps) {
     }
   }
 
+  /**
+   * Re-checks an open WebSocket every `identity.session.recheck_every`: the session (or bearer token)
+   * must still be live, and the current configuration must still let this identity through this
+   * route. A second factor that has aged past `max_age` does not end a connection it opened. Calls
+   * `close` with the reason otherwise; returns the function that stops watching.
+   */
+  function watchConnection(req: IncomingMessage, ctx: RequestContext, routeId: string, close: (reason: string) => void): () => void {
+    const host = ctx.host;
+    if (host === undefined) return () => undefined;
+    let running = false;
+    const timer = setInterval(() => {
+      if (running) return;
+      running = true;
+      recheck(req, host, ctx.segments, routeId)
+        .then((reason) => {
+          if (reason === undefined) return;
+          clearInterval(timer);
+          log(ctx).info({ reason }, 'closing a WebSocket its identity or route no longer allows');
+          close(reason);
+        })
+        .catch((err: unknown) => log(ctx).warn({ err }, 'WebSocket re-check failed; trying again'))
+        .finally(() => {
+          running = false;
+        });
+    }, ctx.snapshot.config.identity.session.recheck_every);
+    timer.unref();
+    return () => clearInterval(timer);
+  }
+
+  /** Why an open WebSocket must close now, or undefined while it may stay open. */
+  async function recheck(req: IncomingMessage, host: CanonicalHost, segments: readonly string[], routeId: string): Promise<string | undefined> {
+    const snapshot = deps.snapshot();
+    const match = snapshot.routes.match(host, segments, 'GET');
+    if (match?.route.id !== routeId || !match.route.websocket) return 'route-changed';
+    let identity: Identity | undefined;
+    if (!match.route.public) {
+      try {
+        identity = await deps.authenticator.authenticate(req, snapshot);
+      } catch {
+        return undefined; // the store did not answer: nothing was revoked that we know of; ask again
+      }
+    }
+    const effect = evaluatePolicy(match, identity, deps.now()).effect;
+    if (effect === 'unauthenticated') return 'session-ended';
+    if (effect === 'deny') return 'access-revoked';
+    return undefined;
+  }
+
+  /**
+   * A request Node's parser refused: bad syntax or framing, a head too large, or too slow
+   * (`request_headers`); other socket errors just close the connection. When the connection is in the middle of a request the pipeline is handling
+   * (the error is in its body), that request ends with the refusal — one record, under its id.
+   * Otherwise the refusal gets an id and a record of its own. A connection that never sent a byte
+   * (an unused pre-connect that timed out) is closed without an answer: it made no request.
+   */
+  function handleClientError(err: Error & { code?: string }, socket: Duplex): void {
+    // Node also reports plain socket errors here (a reset, or the gateway itself destroying the socket
+    // of a failed response): those are not refusals, and the request they interrupt records itself.
+    const refusal = err.code === 'ERR_HTTP_REQUEST_TIMEOUT' || (err.code?.startsWith('HPE_') ?? false);
+    if (!refusal) {
+      socket.destroy();
+      return;
+    }
+    const code: ErrorCode = err.code === 'HPE_HEADER_OVERFLOW' ? 'GW_ERR_REQUEST_HEADERS_TOO_LARGE' : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 'GW_ERR_REQUEST_TIMEOUT' : err.code === 'HPE_CHUNK_EXTENSIONS_OVERFLOW' ? 'GW_ERR_REQUEST_BODY_TOO_LARGE' : 'GW_ERR_REQUEST_HEADERS';
+    const reason = code === 'GW_ERR_REQUEST_TIMEOUT' ? 'request-head-timeout' : `unparsable-request:${(err.code ?? 'unknown').toLowerCase()}`;
+    const current = inFlight.get(socket);
+    if (current !== undefined && current.ctx.req.complete) {
+      // The error is in what the client pipelined behind a complete request: that one is answered as
+      // it would have been (it may already be upstream), then the connection closes; the rest is dropped.
+      if (current.res.writableFinished) socket.end();
+      else {
+        if (!current.res.headersSent) current.res.shouldKeepAlive = false;
+        current.res.once('finish', () => socket.end());
+      }
+      return;
+    }
+    if (current !== undefined) {
+      cutShort(current.ctx, current.res, socket, code, reason);
+      return;
+    }
+    const bytesRead = (socket as Partial<Pick<Socket, 'bytesRead'>>).bytesRead ?? 1;
+    if (!socket.writable || (code === 'GW_ERR_REQUEST_TIMEOUT' && bytesRead === 0)) {
+      socket.destroy();
+      return;
+    }
+    const id = randomUUID();
+    const startNs = process.hrtime.bigint();
+    const r = errorResponse(code, { html: false, requestId: id });
+    const headers: Record<string, string> = { ...r.headers, 'x-portcullis-request-id': id, 'content-length': String(Buffer.byteLength(r.body)), connection: 'close' };
+    let head = `HTTP/1.1 ${r.status} ${statusText(r.status)}\r\n`;
+    for (const [k, v] of Object.entries(headers)) head += `${k}: ${v}\r\n`;
+    socket.end(`${head}\r\n${r.body}`);
+    const remote = (socket as Partial<Pick<Socket, 'remoteAddress'>>).remoteAddress ?? '';
+    deps.auditor?.unparsed({ id, startNs, clientIp: deps.snapshot().clientAddress(remote, undefined), status: r.status, reason });
+    if (channels.requestEnd.hasSubscribers) {
+      channels.requestEnd.publish({ route: 'none', method: 'OTHER', status: r.status, decision: 'error', durationSeconds: 0, upstreamSeconds: undefined });
+    }
+  }
+
+  /** `CONNECT` (authority-form) is refused and recorded: the gateway is not a forward proxy. */
+  function handleConnect(req: IncomingMessage, socket: Duplex): void {
+    socket.on('error', () => socket.destroy());
+    const ctx = contextFor(req, deps);
+    const v = fail(ctx, 'GW_ERR_REQUEST_TARGET', 'error', { message: 'CONNECT is not supported (authority-form target).' });
+    if (v.kind !== 'respond') return;
+    rejectUpgrade(socket, v.response, ctx.id);
+    publishEnd(ctx, v.response.status, v.label, { reason: 'connect-refused' });
+  }
+
   return {
     handleRequest: (req: IncomingMessage, res: ServerResponse): void => {
       void deps.track(handle(req, res));
@@ -633,6 +945,8 @@ export function createPipeline(deps: PipelineDeps) {
     handleUpgrade: (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
       void deps.track(handleUpgrade(req, socket, head));
     },
+    handleClientError,
+    handleConnect,
   };
 }
 

@@ -6,6 +6,7 @@
 import http from 'node:http';
 import https from 'node:https';
 import type { Duplex } from 'node:stream';
+import { buildClientResponseHeaders } from './headers.js';
 import { createFrameCounter } from './websocket-frames.js';
 
 /** The outcome of a WebSocket forward, reported once the connection is over. */
@@ -28,8 +29,25 @@ export interface WebSocketSpec {
   /** Flat `[name, value, …]` list from buildUpstreamHeaders (with keepUpgrade). */
   readonly headers: string[];
   readonly connectTimeoutMs: number;
+  /** The gateway's request id, sent to the client on the upstream's answer (never the upstream's own). */
+  readonly requestId?: string;
   /** Called once the 101 has been relayed and the sockets are spliced. */
   readonly onOpen?: () => void;
+  /**
+   * Aborting closes an open connection: the client gets a close frame (1008, policy violation) when
+   * the relay is between frames, and both sockets are closed.
+   */
+  readonly signal?: AbortSignal;
+}
+
+/** A server close frame: FIN + close opcode, code 1008 (policy violation), no reason text. */
+const POLICY_CLOSE_FRAME = Buffer.from([0x88, 0x02, 0x03, 0xf0]);
+
+/** A flat `[name, value, …]` list without the named header. */
+function withoutHeader(raw: readonly string[], name: string): string[] {
+  const out: string[] = [];
+  for (let i = 0; i + 1 < raw.length; i += 2) if ((raw[i] ?? '').toLowerCase() !== name) out.push(raw[i] ?? '', raw[i + 1] ?? '');
+  return out;
 }
 
 function headerBlock(statusLine: string, raw: readonly string[]): string {
@@ -73,8 +91,9 @@ export function forwardWebSocket(client: Duplex, head: Buffer, spec: WebSocketSp
       finish({ ok: false, kind: err.code === 'ETIMEDOUT' ? 'timeout' : 'connect', status: 0, error: err });
     });
     upstreamReq.on('response', (res) => {
-      // The upstream answered without upgrading: relay its answer and close.
-      client.write(headerBlock(`HTTP/1.1 ${res.statusCode ?? 502} ${res.statusMessage ?? ''}`, res.rawHeaders.concat(['connection', 'close'])));
+      // The upstream answered without upgrading: relay its answer (without its hop-by-hop headers) and close.
+      const relayed = spec.requestId === undefined ? withoutHeader(buildClientResponseHeaders(res.headers, ''), 'x-portcullis-request-id') : buildClientResponseHeaders(res.headers, spec.requestId);
+      client.write(headerBlock(`HTTP/1.1 ${res.statusCode ?? 502} ${res.statusMessage ?? ''}`, relayed.concat(['connection', 'close'])));
       res.pipe(client);
       res.on('end', () => client.end());
       finish({ ok: false, kind: 'rejected', status: res.statusCode ?? 502, error: undefined });
@@ -88,7 +107,8 @@ export function forwardWebSocket(client: Duplex, head: Buffer, spec: WebSocketSp
       const framesOut = createFrameCounter();
       framesIn.push(head);
       framesOut.push(upstreamHead);
-      client.write(headerBlock(`HTTP/1.1 101 ${res.statusMessage ?? 'Switching Protocols'}`, res.rawHeaders));
+      const upgraded = withoutHeader(res.rawHeaders, 'x-portcullis-request-id').concat(spec.requestId === undefined ? [] : ['x-portcullis-request-id', spec.requestId]);
+      client.write(headerBlock(`HTTP/1.1 101 ${res.statusMessage ?? 'Switching Protocols'}`, upgraded));
       if (upstreamHead.length > 0) client.write(upstreamHead);
       if (head.length > 0) upstream.write(head);
       client.on('data', (chunk: Buffer) => {
@@ -110,6 +130,22 @@ export function forwardWebSocket(client: Duplex, head: Buffer, spec: WebSocketSp
       };
       client.once('close', onClose);
       upstream.once('close', onClose);
+      const onAbort = () => {
+        upstream.unpipe(client);
+        const both = () => {
+          client.destroy();
+          upstream.destroy();
+        };
+        if (!framesOut.atBoundary() || !client.writable) {
+          both();
+          return;
+        }
+        client.end(POLICY_CLOSE_FRAME, both);
+        setTimeout(both, 1000).unref(); // a client that does not read gets no longer
+      };
+      if (spec.signal?.aborted === true) onAbort();
+      else spec.signal?.addEventListener('abort', onAbort, { once: true });
+      client.once('close', () => spec.signal?.removeEventListener('abort', onAbort));
       client.on('error', () => upstream.destroy());
       upstream.on('error', () => client.destroy());
       spec.onOpen?.();

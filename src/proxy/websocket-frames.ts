@@ -10,6 +10,8 @@ export interface FrameCounter {
   push(chunk: Buffer): void;
   /** Complete messages seen so far. */
   readonly messages: number;
+  /** Whether the bytes so far end exactly at a frame boundary (a frame may be written next). */
+  atBoundary(): boolean;
 }
 
 /** Creates a counter for one direction of a WebSocket connection. */
@@ -76,5 +78,6 @@ export function createFrameCounter(): FrameCounter {
     get messages() {
       return messages;
     },
+    atBoundary: () => skip === 0 && header.length === 0,
   };
 }

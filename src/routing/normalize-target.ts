@@ -61,8 +61,13 @@ const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 const ABSOLUTE_FORM = /^([A-Za-z][A-Za-z0-9+.-]*):\/\//;
 const AUTHORITY_FORM = /^[^/?]*:[0-9]*$/;
 const HEX = '0123456789ABCDEF';
-/** After one decode these still spell a dangerous character: a second decoder would be fooled. */
-const DOUBLE_ENCODED = /%(?:2e|2f|5c|00)/i;
+/**
+ * After one decode these still spell a character refused at the first layer (`.`, `/`, `\`, `;`, NUL
+ * and the other control characters): a second decoder would be fooled.
+ */
+const DOUBLE_ENCODED = /%(?:2e|2f|5c|3b|[01][0-9a-f]|7f)/i;
+/** Layers of `%25` unwrapped when looking for a dangerous escape (`%25252e` is `.` three decodes away). */
+const MAX_ENCODING_LAYERS = 4;
 
 /**
  * Validates and canonicalizes a request target.
@@ -77,7 +82,8 @@ const DOUBLE_ENCODED = /%(?:2e|2f|5c|00)/i;
  * control characters, spaces or non-ASCII anywhere; in the path a raw `\` or `;`; malformed
  * escapes; escapes decoding to `/`, `\`, `;`, NUL or control characters; decoded bytes that are not
  * well-formed UTF-8 (overlong forms included); `.` and `..` segments raw or encoded; segments that
- * still contain `%2e`, `%2f`, `%5c` or `%00` after one decode (double encoding); empty segments
+ * still contain `%2e`, `%2f`, `%5c`, `%3b` or a control escape after one decode, or after peeling
+ * further `%25` layers (double and deeper encoding); empty segments
  * (`//`), except for a single trailing slash.
  *
  * Canonical path: escapes of unreserved characters (ALPHA DIGIT - . _ ~) are decoded, every other
@@ -185,7 +191,14 @@ export function normalizePathSegment(raw: string): SegmentResult {
     }
   }
   if (decoded === '.' || decoded === '..') return { ok: false, reason: 'dot-segment' };
-  if (DOUBLE_ENCODED.test(decoded)) return { ok: false, reason: 'double-encoding' };
+  // Peel `%25` layers too: an upstream that decodes until nothing changes must not find a `..` either.
+  let layered = decoded;
+  for (let layer = 0; layer < MAX_ENCODING_LAYERS; layer++) {
+    if (DOUBLE_ENCODED.test(layered)) return { ok: false, reason: 'double-encoding' };
+    const next = layered.replace(/%25/gi, '%');
+    if (next === layered) break;
+    layered = next;
+  }
   return { ok: true, canonical, decoded };
 }
 

@@ -6,6 +6,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import type { AuthEvent, AuthEventSink } from '../audit/auth-events.js';
+import { CAPS, clean } from '../audit/record.js';
 import type { Session, SessionManager } from '../identity/sessions.js';
 import type { Channels } from '../metrics/events.js';
 import type { RequestContext } from '../proxy/pipeline.js';
@@ -58,6 +59,8 @@ export async function readJsonObject(req: IncomingMessage): Promise<Record<strin
 
 /** Writes a complete response (with the request id and any cookies). */
 export function send(res: ServerResponse, ctx: RequestContext, r: GatewayResponse, cookies: readonly string[] = []): void {
+  // The request was already answered (its body timed out or could not be parsed, and the pipeline said so).
+  if (res.headersSent || res.destroyed) return;
   const headers: Record<string, string | string[]> = { ...r.headers, 'x-portcullis-request-id': ctx.id };
   if (cookies.length > 0) headers['set-cookie'] = [...cookies];
   res.writeHead(r.status, headers).end(r.body);
@@ -147,7 +150,7 @@ export function createEndpointKit(deps: EndpointKitDeps) {
       const event: AuthEvent = {
         kind: 'auth',
         ...e,
-        user: e.user === undefined ? undefined : e.user.slice(0, 256),
+        user: e.user === undefined ? undefined : clean(e.user, CAPS.user),
         requestId: ctx.id,
         client: { ip: ctx.clientIp, userAgent: req.headers['user-agent']?.slice(0, 512) },
         at: deps.now(),

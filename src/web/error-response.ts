@@ -29,6 +29,7 @@ const TITLES: Readonly<Record<number, string>> = {
   403: 'Access denied',
   404: 'Not found',
   405: 'Method not allowed',
+  408: 'Request timed out',
   413: 'Request too large',
   421: 'Misdirected request',
   431: 'Request headers too large',

@@ -21,6 +21,8 @@ import { errorResponse, renderPage, escapeHtml } from './error-response.js';
 import { loginPage, logoutPage, signedOutPage, type ProviderChoice } from './identity-pages.js';
 import { safeReturnPath } from './return-path.js';
 import type { MfaEndpoints } from './mfa-endpoints.js';
+import type { ConnectEndpoints } from './connect-endpoints.js';
+import type { AuditViewer } from './audit-viewer.js';
 import { createEndpointKit, FormError, json, notFound, page, queryParams, readForm, redirect, send } from './endpoint-kit.js';
 
 /** Something that can check a local user's password. */
@@ -32,6 +34,10 @@ export interface LocalUserVerifier {
 export interface GatewayEndpointDeps {
   /** The step-up and factor-management endpoints (`mfa…`, `assets/…`). */
   readonly mfa?: MfaEndpoints;
+  /** Database passwords (`connect/<id>`, `connect/<id>/revoke`). */
+  readonly connect?: ConnectEndpoints;
+  /** The audit viewer (`audit…`, `assets/audit-viewer.js`). */
+  readonly auditViewer?: AuditViewer;
   readonly sessions: SessionManager;
   readonly store: Store;
   /** Local user directories, by provider id. */
@@ -377,7 +383,17 @@ export function createGatewayEndpoints(deps: GatewayEndpointDeps): GatewayEndpoi
       case 'mfa':
         if (deps.mfa !== undefined) return deps.mfa.handle(req, res, ctx);
         break;
+      case 'connect':
+        if (deps.connect !== undefined) return deps.connect.handle(req, res, ctx);
+        break;
+      case 'audit':
+        if (deps.auditViewer !== undefined) return deps.auditViewer.handle(req, res, ctx);
+        break;
       case 'assets':
+        if (deps.auditViewer !== undefined && method === 'GET' && second === 'audit-viewer.js' && ctx.segments.length === 3) {
+          deps.auditViewer.asset(res, ctx);
+          return;
+        }
         if (deps.mfa !== undefined && method === 'GET') {
           deps.mfa.assets(res, ctx, second);
           return;

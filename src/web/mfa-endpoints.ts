@@ -92,6 +92,8 @@ export function createMfaEndpoints(deps: MfaEndpointDeps) {
   function requirementFor(ctx: RequestContext, req: IncomingMessage, rd: string): MfaRequirementConfig | undefined {
     const t = normalizeTarget(rd, req.headers.host ?? '', ctx.snapshot.scheme);
     if (!t.ok) return undefined;
+    // The gateway's own pages: only the audit viewer asks for a second factor.
+    if (t.segments[0] === '.portcullis') return t.segments[1] === 'audit' ? (ctx.snapshot.config.audit.viewer.mfa ?? undefined) : undefined;
     const match = ctx.snapshot.routes.match(t.host, t.segments, 'GET');
     if (match === undefined || match.route.public) return undefined;
     return match.rule?.mfa ?? match.route.mfa;

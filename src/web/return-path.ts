@@ -51,5 +51,7 @@ export function safeReturnPath(rd: string | null | undefined): string {
   if (parsed.pathname.startsWith('/.portcullis/login') || parsed.pathname.startsWith('/.portcullis/callback') || parsed.pathname.startsWith('/.portcullis/logout')) {
     return SAFE_FALLBACK;
   }
-  return rd;
+  // A Location header carries ASCII only (anything else made the response itself fail): other
+  // characters are sent percent-encoded, as the browser's own URL parser would.
+  return /^[\x21-\x7e]*$/.test(rd) ? rd : parsed.pathname + parsed.search + parsed.hash;
 }

@@ -1,5 +1,5 @@
 /** A bearer-token issuer for tests: an ES256 key and a JWKS endpoint on loopback. */
-import { randomBytes } from 'node:crypto';
+import { KeyObject, randomBytes } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { exportJWK, generateKeyPair, SignJWT, type JWK } from 'jose';
@@ -10,6 +10,13 @@ export interface BearerIssuer {
   readonly jwksUri: string;
   /** Signs a token for `audience` with the given claims (sub required), valid for `ttlS` seconds. */
   token(audience: string, claims: { sub: string; email?: string; groups?: string[] }, ttlS?: number): Promise<string>;
+  /** The published key's id and public JWK. */
+  readonly kid: string;
+  readonly publicJwk: JWK;
+  /** The signing key, for tokens jose itself would refuse to make. */
+  readonly privateKey: KeyObject;
+  /** Signs exactly this payload with the issuer's key (ES256); `header` is merged into the protected header. */
+  sign(payload: Record<string, unknown>, header?: Record<string, unknown>): Promise<string>;
   close(): Promise<void>;
 }
 
@@ -26,6 +33,10 @@ export async function startBearerIssuer(): Promise<BearerIssuer> {
   return {
     issuer,
     jwksUri: `${issuer}/jwks`,
+    kid,
+    publicJwk,
+    privateKey: KeyObject.from(privateKey),
+    sign: (payload, header = {}) => new SignJWT(payload).setProtectedHeader({ alg: 'ES256', kid, typ: 'JWT', ...header }).sign(privateKey),
     token: (audience, claims, ttlS = 300) =>
       new SignJWT({ ...claims })
         .setProtectedHeader({ alg: 'ES256', kid, typ: 'JWT' })

@@ -2,7 +2,7 @@
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { pino } from 'pino';
+import { pino, type Logger } from 'pino';
 import { createApp, type App } from '../../src/app.js';
 import { configSchema, type Config } from '../../src/config/index.js';
 import type { Authenticator } from '../../src/proxy/pipeline.js';
@@ -21,7 +21,7 @@ export interface TestGateway {
 /** Validates `input` with the real schema (listeners forced to free ports) and starts the app. */
 export async function startGateway(
   input: Record<string, unknown>,
-  opts: { authenticator?: Authenticator; configFile?: string; now?: () => number; store?: Store; allowInsecureOidc?: boolean; listen?: string } = {},
+  opts: { authenticator?: Authenticator; configFile?: string; now?: () => number; store?: Store; allowInsecureOidc?: boolean; listen?: string; logger?: Logger } = {},
 ): Promise<TestGateway> {
   const server = { ...(input.server as Record<string, unknown> | undefined), listen: opts.listen ?? '127.0.0.1:0', admin_listen: '127.0.0.1:0' };
   // Keys, users and audit data live in a temp dir of the test's own unless the test says otherwise.
@@ -37,7 +37,7 @@ export async function startGateway(
   const config: Config = configSchema.parse({ ...input, server, identity, audit, mfa });
   const app = await createApp({
     config,
-    logger: pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' }),
+    logger: opts.logger ?? pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' }),
     defaultMetrics: false,
     ...(opts.authenticator === undefined ? {} : { authenticator: opts.authenticator }),
     ...(opts.configFile === undefined ? {} : { configFile: opts.configFile }),

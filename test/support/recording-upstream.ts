@@ -4,6 +4,7 @@
  */
 import { createHash } from 'node:crypto';
 import http from 'node:http';
+import { gzipSync } from 'node:zlib';
 import type { AddressInfo } from 'node:net';
 import { WebSocketServer } from 'ws';
 
@@ -14,6 +15,8 @@ export interface RecordedRequest {
   headers: http.IncomingHttpHeaders;
   bodyBytes: number;
   bodySha256: string;
+  /** Trailer fields of a chunked body, as received. */
+  rawTrailers: string[];
 }
 
 export interface RecordingUpstream {
@@ -28,7 +31,9 @@ export interface RecordingUpstream {
 
 /**
  * Behaviour by path: `/slow?ms=N` waits N ms before answering; `/bytes?n=N` answers N bytes (streamed
- * in 64 KiB chunks); `/status?code=N` answers that status; anything else answers a JSON summary.
+ * in 64 KiB chunks); `/status?code=N` answers that status; `/gzip?n=N` answers N bytes gzip-encoded
+ * (`Content-Encoding: gzip`); `/stall` answers headers and part of its body, then falls silent;
+ * anything else answers a JSON summary.
  */
 export async function startRecordingUpstream(): Promise<RecordingUpstream> {
   const requests: RecordedRequest[] = [];
@@ -48,6 +53,7 @@ export async function startRecordingUpstream(): Promise<RecordingUpstream> {
         headers: req.headers,
         bodyBytes: bytes,
         bodySha256: hash.digest('hex'),
+        rawTrailers: req.rawTrailers,
       };
       requests.push(rec);
       const u = new URL(req.url ?? '/', 'http://x');
@@ -75,6 +81,18 @@ export async function startRecordingUpstream(): Promise<RecordingUpstream> {
         pump();
         return;
       }
+      if (u.pathname === '/gzip') {
+        // A compressed answer: the gateway must pass it through as it is, never inflate it.
+        const body = gzipSync(Buffer.from('x'.repeat(Number(u.searchParams.get('n') ?? '1000'))));
+        res.writeHead(200, { 'content-type': 'text/plain', 'content-encoding': 'gzip', 'content-length': String(body.length) }).end(body);
+        return;
+      }
+      if (u.pathname === '/stall') {
+        // Headers and a first piece of the body, then silence (until the client goes away).
+        res.writeHead(200, { 'content-type': 'text/plain', 'content-length': '100' });
+        res.write('partial');
+        return;
+      }
       if (u.pathname === '/status') {
         res.writeHead(Number(u.searchParams.get('code') ?? '200'), { 'content-type': 'text/plain', connection: 'x-hop', 'x-hop': 'secret', 'keep-alive': 'timeout=5' }).end('status\n');
         return;
@@ -84,7 +102,7 @@ export async function startRecordingUpstream(): Promise<RecordingUpstream> {
     });
   });
   server.on('upgrade', (req, socket, head) => {
-    requests.push({ method: req.method ?? '', url: req.url ?? '', rawHeaders: req.rawHeaders, headers: req.headers, bodyBytes: 0, bodySha256: '' });
+    requests.push({ method: req.method ?? '', url: req.url ?? '', rawHeaders: req.rawHeaders, headers: req.headers, bodyBytes: 0, bodySha256: '', rawTrailers: [] });
     wss.handleUpgrade(req, socket, head, (ws) => {
       ws.on('message', (data, isBinary) => ws.send(data, { binary: isBinary }));
     });

@@ -52,6 +52,12 @@ describe('clean', () => {
     expect(clean(`${'x'.repeat(3)}\uD83D\uDE00`, 5)).toBe('xxx\uD83D\uDE00');
     expect(clean(`${'x'.repeat(3)}\uD83D\uDE00y`, 5)).toBe('xxx\uFFFD…');
   });
+
+  it('neutralizes what JSON leaves raw but readers take for a line break or a reordering', () => {
+    expect(clean('a\u0085b\u2028c\u2029d\u202Ee\u2066f\u0080g')).toBe('a\uFFFDb\uFFFDc\uFFFDd\uFFFDe\uFFFDf\uFFFDg');
+    expect(clean('tab\tand\nnewline stay (JSON escapes them)')).toBe('tab\tand\nnewline stay (JSON escapes them)');
+    expect(clean('café ü ☃')).toBe('café ü ☃');
+  });
 });
 
 describe('redactQuery', () => {
@@ -62,6 +68,11 @@ describe('redactQuery', () => {
     ['password', 'password=REDACTED'],
     ['tokenx=1', 'tokenx=1'],
     ['', ''],
+    ['jwt=eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln&page=2', 'jwt=REDACTED&page=2'],
+    ['auth=Bearer%20eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln', 'auth=REDACTED'],
+    ['x=eyJhbGciOiJub25lIn0.eyJzdWIiOiJhIn0.', 'x=REDACTED'],
+    ['x=eyJ', 'x=eyJ'],
+    ['name=eyJust.a.name', 'name=eyJust.a.name'],
   ])('turns %j into %j', (q, expected) => {
     expect(redactQuery(q, ['token', 'password'])).toBe(expected);
   });

@@ -61,7 +61,7 @@ describe('loadConfigFile', () => {
     const config = configOf(await loadConfigFile(join(FIXTURES, 'env', 'env-everywhere.yaml'), env));
     expect(config.server.listen).toBe('127.0.0.1:8080');
     expect(config.server.instance_id).toBe('gw-1');
-    expect(config.databases[0]?.upstream).toEqual({ host: 'db.internal', port: 6432, database: 'app', user: 'app_ro', password: 'hunter2' });
+    expect(config.databases[0]?.upstream).toEqual({ host: 'db.internal', port: 6432, database: 'app', user: 'app_ro', password: 'hunter2', connect_timeout: 5000 });
     expect(config.routes[0]).toMatchObject({ upstream: 'http://10.0.0.5:3000', websocket: true });
   });
 

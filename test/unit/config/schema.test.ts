@@ -25,10 +25,12 @@ describe('configSchema', () => {
       upstream_connect: 5_000,
       upstream_response: 60_000,
       request_headers: 30_000,
+      request_body: 30_000,
       keep_alive: 5_000,
       shutdown_grace: 30_000,
     });
     expect(config.server.limits).toEqual({ max_body: 100 * 1024 ** 2, max_header: 16 * 1024 });
+    expect(config.identity.session).toEqual({ idle_timeout: 3_600_000, max_lifetime: 43_200_000, recheck_every: 10_000 });
     expect(config.identity.providers).toEqual([{ id: 'local', type: 'local', users_file: 'config/users.yaml' }]);
     expect(config.audit.sink).toEqual({ type: 'file', dir: 'data/audit' });
   });

@@ -53,6 +53,21 @@ describe('buildUpstreamHeaders', () => {
     expect(values(out, 'host')).toEqual(['127.0.0.1:3000']);
   });
 
+  it.each([['X.Portcullis.User'], ['X~Portcullis~Groups'], ['x-portcullis_user'], ['X.Forwarded.For'], ['X-Original.URL'], ['Content_Length']])('removes the look-alike %s', (name) => {
+    const out = buildUpstreamHeaders(['Host', 'app.localhost', name, 'spoof', 'X-Keep', '1'], facts);
+    expect(pairs(out).map(([n]) => n)).not.toContain(name);
+    expect(values(out, 'x-keep')).toEqual(['1']);
+  });
+
+  it('puts the gateway’s own headers before the client’s', () => {
+    const client = Array.from({ length: 50 }, (_, i) => [`X-${i}`, 'v']).flat();
+    const out = buildUpstreamHeaders(['Host', 'app.localhost', ...client], { ...facts, identityHeaders: [['x-portcullis-user', 'alice']] });
+    const names = pairs(out).map(([n]) => n);
+    for (const own of ['host', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-portcullis-request-id', 'x-portcullis-user']) {
+      expect(names.indexOf(own), own).toBeLessThan(names.indexOf('X-0'));
+    }
+  });
+
   it('removes headers named in Connection, in any case and with underscores', () => {
     const out = buildUpstreamHeaders(['Connection', 'close, X-Secret', 'connection', 'X_Other', 'X-Secret', 'a', 'X-Other', 'b', 'X-Keep', 'c'], facts);
     expect(pairs(out).map(([n]) => n.toLowerCase())).not.toContain('x-secret');

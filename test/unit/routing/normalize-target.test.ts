@@ -171,6 +171,11 @@ const rejected: readonly (readonly [string, TargetRejectReason])[] = [
   ['/%255c', 'double-encoding'],
   ['/%2500', 'double-encoding'],
   ['/a%25%32%65', 'double-encoding'],
+  ['/%25252e%25252e/admin', 'double-encoding'],
+  ['/%2525252F', 'double-encoding'],
+  ['/admin%253bjsessionid=1', 'double-encoding'],
+  ['/a%250ab', 'double-encoding'],
+  ['/a%257f', 'double-encoding'],
 ];
 
 describe('normalizeTarget', () => {

@@ -7,6 +7,8 @@ describe('safeReturnPath', () => {
     ['/app', '/app'],
     ['/app/x?y=1&z=%2F', '/app/x?y=1&z=%2F'],
     ['/a#frag', '/a#frag'],
+    ['/caf\u00e9?q=\u00fc', '/caf%C3%A9?q=%C3%BC'],
+    ['/\u3000/evil.example', '/%E3%80%80/evil.example'],
   ])('keeps the same-origin path %j', (rd, expected) => {
     expect(safeReturnPath(rd)).toBe(expected);
   });

@@ -23,7 +23,7 @@ const RUNS = Number(process.env.FUZZ_RUNS ?? '0');
 const PROGRESS = process.env.FUZZ_PROGRESS;
 /** In `npm test`: a bounded number of runs, and a time limit. */
 const DEFAULT_RUNS = 400;
-const DEFAULT_TIME_LIMIT_MS = 6000;
+const DEFAULT_TIME_LIMIT_MS = 4000;
 
 let env: SecurityEnv;
 

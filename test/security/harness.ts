@@ -298,7 +298,7 @@ export async function verifyInvariants(env: SecurityEnv, from: Mark, outcome: Ou
     if (Date.now() > deadline) break;
     await sleep(10);
   }
-  await sleep(15);
+  await sleep(5);
   await env.gw.app.audit.flush(1000);
   readNewRecords(env);
   const records = fresh();

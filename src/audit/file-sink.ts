@@ -456,16 +456,18 @@ export function createFileSink(opts: FileSinkOptions): AuditSink & PackedReader 
     return { size: size ?? 0, last: undefined };
   };
 
-  /** Records [fromSeq, min(endSeq, fromSeq + limit)) from the given segments. */
-  const readFromFiles = async (
+  /**
+   * Opens, in order, each segment that may hold seqs from `fromSeq` on, while `more()` says so, and
+   * hands it to `visit` (closing it afterwards); a segment that vanished meanwhile is skipped.
+   */
+  const eachSegment = async (
     logDir: string,
     segments: readonly number[],
     fromSeq: number,
-    limit: number,
-    endSeq: number,
-  ): Promise<StoredRecord[]> => {
-    const out: StoredRecord[] = [];
-    for (let i = segmentIndexFor(segments, fromSeq); i < segments.length && out.length < limit; i++) {
+    more: () => boolean,
+    visit: (fh: FileHandle, path: string, first: number, next: number) => Promise<void>,
+  ): Promise<void> => {
+    for (let i = segmentIndexFor(segments, fromSeq); i < segments.length && more(); i++) {
       const first = segments[i] ?? 0;
       const next = segments[i + 1] ?? Number.MAX_SAFE_INTEGER;
       if (next <= fromSeq) continue;
@@ -478,13 +480,32 @@ export function createFileSink(opts: FileSinkOptions): AuditSink & PackedReader 
         throw err;
       }
       try {
-        const start = nearest(path, first, Math.max(fromSeq, first));
-        const stopped = await readLines(fh, start, fromSeq, Math.min(endSeq, next), limit, out);
-        remember(path, stopped);
+        await visit(fh, path, first, next);
       } finally {
         await fh.close();
       }
     }
+  };
+
+  /** Records [fromSeq, min(endSeq, fromSeq + limit)) from the given segments. */
+  const readFromFiles = async (
+    logDir: string,
+    segments: readonly number[],
+    fromSeq: number,
+    limit: number,
+    endSeq: number,
+  ): Promise<StoredRecord[]> => {
+    const out: StoredRecord[] = [];
+    await eachSegment(
+      logDir,
+      segments,
+      fromSeq,
+      () => out.length < limit,
+      async (fh, path, first, next) => {
+        const start = nearest(path, first, Math.max(fromSeq, first));
+        remember(path, await readLines(fh, start, fromSeq, Math.min(endSeq, next), limit, out));
+      },
+    );
     return out;
   };
 
@@ -501,27 +522,17 @@ export function createFileSink(opts: FileSinkOptions): AuditSink & PackedReader 
   ): Promise<PackedRecords> => {
     const page: PackBuilder = { buf: Buffer.allocUnsafeSlow(Math.min(MAX_PACKED_BYTES, packedBytes + CHUNK_BYTES)), end: 1, offsets: [0], positions: [] };
     page.buf[0] = 0;
-    for (let i = segmentIndexFor(segments, fromSeq); i < segments.length && page.positions.length < limit; i++) {
-      const first = segments[i] ?? 0;
-      const next = segments[i + 1] ?? Number.MAX_SAFE_INTEGER;
-      if (next <= fromSeq) continue;
-      const path = segmentPath(logDir, first);
-      let fh: FileHandle;
-      try {
-        fh = await open(path, 'r');
-      } catch (err) {
-        if (isErrnoException(err, 'ENOENT')) continue;
-        throw err;
-      }
-      try {
+    await eachSegment(
+      logDir,
+      segments,
+      fromSeq,
+      () => page.positions.length < limit,
+      async (fh, path, first, next) => {
         const stop = Math.min(endSeq, next);
         const start = await skipLines(fh, nearest(path, first, Math.max(fromSeq, first)), fromSeq, stop);
-        const stopped = await readPackedLines(fh, start, stop, limit, page);
-        remember(path, stopped);
-      } finally {
-        await fh.close();
-      }
-    }
+        remember(path, await readPackedLines(fh, start, stop, limit, page));
+      },
+    );
     if (page.positions.length > 0) packedBytes = page.end;
     return { bytes: page.buf, offsets: Uint32Array.from(page.offsets), positions: Float64Array.from(page.positions) };
   };

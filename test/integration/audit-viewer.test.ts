@@ -64,7 +64,7 @@ async function sre(user = 'sre1'): Promise<ViewerAgent> {
   const a = await signInViewer(port, user, PASSWORD);
   const known = passkeys.get(user);
   if (known !== undefined) {
-    await a.stepUpPasskey(known);
+    await a.stepUp(known);
     return a;
   }
   const auth = SoftAuthenticator.create({ origin: base, algorithm: 'ES256' });

@@ -11,7 +11,7 @@ function unescapeAttribute(v: string): string {
   return v.replace(/&quot;/g, '"').replace(/&#39;/g, "'").replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&amp;/g, '&');
 }
 
-/** One browser profile on one gateway (Host `localhost:<port>`). */
+/** One browser profile on one gateway (Host `localhost:<port>`): its cookies and its session's CSRF token. */
 export class GatewayAgent {
   readonly cookies = new Map<string, string>();
   csrf = '';
@@ -22,13 +22,21 @@ export class GatewayAgent {
     readonly user: string,
   ) {}
 
+  get host(): string {
+    return `localhost:${this.port}`;
+  }
+
   get origin(): string {
-    return `http://localhost:${this.port}`;
+    return `http://${this.host}`;
+  }
+
+  cookieHeader(): string {
+    return [...this.cookies].map(([k, v]) => `${k}=${v}`).join('; ');
   }
 
   async request(method: string, path: string, opts: { accept?: string; body?: string; contentType?: string; headers?: readonly string[] } = {}): Promise<ClientResponse> {
-    const headers = ['Host', `localhost:${this.port}`, 'Accept', opts.accept ?? 'text/html'];
-    if (this.cookies.size > 0) headers.push('Cookie', [...this.cookies].map(([k, v]) => `${k}=${v}`).join('; '));
+    const headers = ['Host', this.host, 'Accept', opts.accept ?? 'text/html'];
+    if (this.cookies.size > 0) headers.push('Cookie', this.cookieHeader());
     if (opts.body !== undefined) headers.push('Content-Type', opts.contentType ?? 'application/octet-stream', 'Content-Length', String(Buffer.byteLength(opts.body)));
     headers.push(...(opts.headers ?? []));
     const res = await send(this.port, { method, path, headers, ...(opts.body === undefined ? {} : { body: opts.body }) });
@@ -52,41 +60,58 @@ export class GatewayAgent {
     return this.request('POST', path, { accept, body: new URLSearchParams(fields).toString(), contentType: 'application/x-www-form-urlencoded', headers: ['Origin', this.origin] });
   }
 
-  /** A JSON post to the MFA API with the session's CSRF header. */
-  api(path: string, body: unknown): Promise<ClientResponse> {
-    return this.request('POST', `/.portcullis/mfa/${path}`, { accept: 'application/json', body: JSON.stringify(body), contentType: 'application/json', headers: ['X-Portcullis-CSRF', this.csrf, 'Origin', this.origin] });
+  /** A JSON post as the pages' scripts make it (CSRF header, same Origin), each part removable. */
+  post(path: string, body: unknown, opts: { csrf?: string | null; origin?: string | null } = {}): Promise<ClientResponse> {
+    const csrf = opts.csrf === undefined ? this.csrf : opts.csrf;
+    const origin = opts.origin === undefined ? this.origin : opts.origin;
+    return this.request('POST', path, {
+      accept: 'application/json',
+      body: JSON.stringify(body),
+      contentType: 'application/json',
+      headers: [...(csrf === null ? [] : ['X-Portcullis-CSRF', csrf]), ...(origin === null ? [] : ['Origin', origin])],
+    });
   }
 
-  /** Enrols a software passkey (first factor: allowed right after sign-in). */
-  async enrolPasskey(): Promise<void> {
-    this.passkey = SoftAuthenticator.create({ origin: this.origin, algorithm: 'ES256' });
-    const options = await this.api('webauthn/register/options', {});
+  /** Signs out with the form (revokes the session server-side). */
+  async signOut(): Promise<void> {
+    const res = await this.form('/.portcullis/logout', { csrf: this.csrf });
+    if (res.status !== 200) throw new Error(`sign-out answered ${res.status}`);
+  }
+
+  /** Enrols a passkey (a fresh software one unless given); registering is itself a WebAuthn step-up. */
+  async enrolPasskey(auth: SoftAuthenticator = SoftAuthenticator.create({ origin: this.origin, algorithm: 'ES256' })): Promise<void> {
+    this.passkey = auth;
+    const options = await this.post('/.portcullis/mfa/webauthn/register/options', {});
     if (options.status !== 200) throw new Error(`register options: ${options.status} ${options.text()}`);
-    const res = await this.api('webauthn/register', { response: this.passkey.register((options.json() as { options: PublicKeyCredentialCreationOptionsJSON }).options), name: 'soft key' });
+    const res = await this.post('/.portcullis/mfa/webauthn/register', { response: auth.register((options.json() as { options: PublicKeyCredentialCreationOptionsJSON }).options), name: 'soft key' });
     if (res.status !== 200) throw new Error(`register: ${res.status} ${res.text()}`);
   }
 
-  /** Steps up with the enrolled passkey; the session's second factor is then fresh. */
-  async stepUp(): Promise<void> {
-    if (this.passkey === undefined) throw new Error('no passkey enrolled');
-    const options = await this.api('webauthn/authenticate/options', {});
+  /** Steps up with a passkey (the one enrolled last unless given); the session's second factor is then fresh. */
+  async stepUp(auth: SoftAuthenticator | undefined = this.passkey): Promise<void> {
+    if (auth === undefined) throw new Error('no passkey enrolled');
+    const options = await this.post('/.portcullis/mfa/webauthn/authenticate/options', {});
     if (options.status !== 200) throw new Error(`authenticate options: ${options.status} ${options.text()}`);
-    const res = await this.api('webauthn/authenticate', { response: this.passkey.authenticate((options.json() as { options: PublicKeyCredentialRequestOptionsJSON }).options) });
+    const res = await this.post('/.portcullis/mfa/webauthn/authenticate', { response: auth.authenticate((options.json() as { options: PublicKeyCredentialRequestOptionsJSON }).options) });
     if (res.status !== 200) throw new Error(`authenticate: ${res.status} ${res.text()}`);
   }
 }
 
-/** Signs `user` in with the password form and reads the session's CSRF token from the factors page. */
-export async function signIn(port: number, user: string, password: string): Promise<GatewayAgent> {
-  const a = new GatewayAgent(port, user);
-  const login = await a.get('/.portcullis/login');
+/** Signs `agent`'s user in with the password form and reads the session's CSRF token from the factors page. */
+export async function signInAgent<A extends GatewayAgent>(agent: A, password: string): Promise<A> {
+  const login = await agent.get('/.portcullis/login');
   const csrf = /<input type="hidden" name="csrf" value="([^"]*)"/.exec(login.text())?.[1];
   if (csrf === undefined) throw new Error('no csrf on the login page');
-  const res = await a.form('/.portcullis/login', { username: user, password, csrf: unescapeAttribute(csrf), rd: '/' });
-  if (res.status !== 303) throw new Error(`sign-in of ${user} failed: ${res.status} ${res.text().slice(0, 300)}`);
-  const page = await a.get('/.portcullis/mfa/enroll');
+  const res = await agent.form('/.portcullis/login', { username: agent.user, password, csrf: unescapeAttribute(csrf), rd: '/' });
+  if (res.status !== 303) throw new Error(`sign-in of ${agent.user} failed: ${res.status} ${res.text().slice(0, 300)}`);
+  const page = await agent.get('/.portcullis/mfa/enroll');
   const m = /<main id="mfa"[^>]*\sdata-csrf="([^"]*)"/.exec(page.text());
   if (m?.[1] === undefined) throw new Error('no data-csrf on the factors page');
-  a.csrf = unescapeAttribute(m[1]);
-  return a;
+  agent.csrf = unescapeAttribute(m[1]);
+  return agent;
+}
+
+/** Signs `user` in (see {@link signInAgent}). */
+export function signIn(port: number, user: string, password: string): Promise<GatewayAgent> {
+  return signInAgent(new GatewayAgent(port, user), password);
 }

@@ -21,7 +21,7 @@ import { canonicalizeHost, formatHost, normalizeTarget, sameHost, type Canonical
 import { errorResponse, escapeHtml, redirectResponse, renderPage, wantsHtml, type GatewayResponse } from '../web/error-response.js';
 import { safeReturnPath } from '../web/return-path.js';
 import type { MfaRequirementConfig } from '../config/index.js';
-import { buildUpstreamHeaders, headerKey } from './headers.js';
+import { buildUpstreamHeaders } from './headers.js';
 import { forwardHttp, type ForwardResult } from './http-forwarder.js';
 import { identityHeaders } from './identity-headers.js';
 import type { Snapshot } from './snapshot.js';
@@ -160,8 +160,14 @@ function framingStep(req: IncomingMessage, ctx: RequestContext): Verdict | undef
     if (req.httpVersionMinor === 0) return fail(ctx, 'GW_ERR_REQUEST_HEADERS', 'error', { message: 'Transfer-Encoding is not allowed on HTTP/1.0.' });
     if (te.trim().toLowerCase() !== 'chunked') return fail(ctx, 'GW_ERR_REQUEST_HEADERS', 'error', { message: 'Only "Transfer-Encoding: chunked" is supported.' });
   }
+  // Per request and per header: compare by length first (a name that is not 13 characters long
+  // cannot be Authorization in any case), so the common header costs one integer comparison.
   let authorizations = 0;
-  for (let i = 0; i < req.rawHeaders.length; i += 2) if (headerKey(req.rawHeaders[i] ?? '') === 'authorization') authorizations += 1;
+  const raw = req.rawHeaders;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i];
+    if (name?.length === 13 && name.toLowerCase() === 'authorization') authorizations += 1;
+  }
   if (authorizations > 1) return fail(ctx, 'GW_ERR_REQUEST_HEADERS', 'error', { message: 'More than one Authorization header.' });
   const expect = req.headers.expect;
   if (expect !== undefined && expect.trim().toLowerCase() !== '100-continue') return fail(ctx, 'GW_ERR_REQUEST_HEADERS', 'error', { message: 'Only "Expect: 100-continue" is supported.' });

@@ -304,7 +304,9 @@ describe('verification', () => {
     const h = await s.json<{ verification: { last: { result: string } | null } }>('/.portcullis/audit/health');
     expect(h.body.verification.last?.result).toBe('intact');
 
-    // Change one record in the sink: the next run says which.
+    // Change one record in the sink: the next run says which. The records of the requests above must
+    // be in the file first, or rewriting it would drop the ones that land meanwhile.
+    expect(await gw.app.audit.flush(5000)).toBe(true);
     const dir = join(gw.dir, 'audit', INSTANCE);
     const [segment = ''] = readdirSync(dir).filter((f) => f.startsWith('records-'));
     const lines = readFileSync(join(dir, segment), 'utf8').split('\n');

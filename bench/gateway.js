@@ -1,37 +1,47 @@
 #!/usr/bin/env node
-// Gateway benchmark: direct vs nginx vs a bare undici forwarder vs Portcullis (a public route), on
-// loopback, with the same interleaved wrk sampling as bench/engines.js.
+// Gateway benchmark: Portcullis against the direct path, nginx and a bare undici forwarder, in one
+// run, on loopback, with the same interleaved wrk sampling as bench/engines.js.
 //
 //   node bench/gateway.js [--levels 1,50,500] [--duration 5] [--rounds 5] [--warmup 1]
-//                         [--no-build] [--config FILE] [--out FILE]
+//                         [--sink redis|file] [--half-seconds 10] [--soak-rounds 4] [--soak-seconds 5]
+//                         [--no-cores] [--no-build] [--out FILE]
 //
-// It builds the project first (`npm run build`, dist/ is what bin/portcullis.js runs), writes a
-// temporary config (public route `bench` on host localhost -> the bench upstream; audit, spool,
-// seal key and witness dirs in a temp dir), starts `node bin/portcullis.js serve --config FILE`
-// and waits until the route answers. If the build or the gateway fails, it says why and exits 3
-// ("skipped"), so `bench/run.js` can carry on.
+// What it measures, against the same upstream (bench/lib/upstream.js):
+//   direct · nginx (1 worker, keep-alive) · bare undici Pool.dispatch() forwarder ·
+//   Portcullis on a public route · Portcullis's full pipeline (session cookie from a real sign-in,
+//   policy, identity headers, signed assertion, audit to Redis, metrics) · the same with step-up
+//   satisfied (a route that needs a WebAuthn check within 12 h; the session enrolled a passkey).
+// at 1, 50 and 500 connections (req/s, p50/p99, CPU µs per request, RSS); then latency at half the
+// full pipeline's maximum rate (open loop, bench/lib/paced.js: p50, p99, p99.9); then a soak (wrk
+// load plus clients that abort mid-request, repeated) for RSS and open sockets; then the gateway
+// on one core vs two (its threads' affinity switched between rounds).
 //
-// --config FILE uses your own config instead; these environment variables are set for it (the
-// config substitutes ${VAR}): BENCH_UPSTREAM (http://127.0.0.1:PORT), BENCH_LISTEN,
-// BENCH_ADMIN_LISTEN (127.0.0.1:PORT), BENCH_TMP (a fresh temp dir). It must route host
-// `localhost` path `/` to BENCH_UPSTREAM as a public route.
-import { spawnSync } from 'node:child_process';
+// It builds the project first (`npm run build`: bin/portcullis.js runs dist/), starts a private
+// redis-server (the shared 6379 is never touched), adds a user, signs in through the login form
+// and checks that the upstream sees the identity headers. If anything fails it says why and exits
+// 3 ("skipped"), so `bench/run.js` carries on.
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, writeFileSync, existsSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import http from 'node:http';
+import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
   ROOT, BENCH_DIR, LIB, NGINX_NOTES, ensureTools, machineInfo, machineLine, startJsonServer, startNginx,
-  startProc, stopProc, freePort, sleep, log, mdTable, fmt, killAll,
+  startRedis, hasRedis, startPortcullis, addUser, signIn, probe, openFds, setAffinity, rssMiB, cpuSeconds,
+  freePort, sleep, log, mdTable, fmt, killAll, runWrk,
 } from './lib/common.js';
-import { measureLevel, otherLoad } from './lib/measure.js';
+import { measureLevel, median, otherLoad } from './lib/measure.js';
 import { checkHopByHop, checkAbort } from './lib/checks.js';
 
 export const SKIPPED = 3;
+const PASSWORD = 'bench-password-8d1f2c';
 
 function parseArgs(argv) {
-  const o = { levels: [1, 50, 500], duration: 5, rounds: 5, warmup: 1, build: true, config: null, out: null, pool: 64 };
+  const o = {
+    levels: [1, 50, 500], duration: 5, rounds: 5, warmup: 1, build: true, out: null, pool: 64, sink: 'redis',
+    halfSeconds: 10, soakRounds: 4, soakSeconds: 5, cores: true,
+  };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const v = () => argv[++i];
@@ -39,14 +49,20 @@ function parseArgs(argv) {
     else if (a === '--duration') o.duration = Number(v());
     else if (a === '--rounds') o.rounds = Number(v());
     else if (a === '--warmup') o.warmup = Number(v());
+    else if (a === '--sink') o.sink = v();
+    else if (a === '--half-seconds') o.halfSeconds = Number(v());
+    else if (a === '--soak-rounds') o.soakRounds = Number(v());
+    else if (a === '--soak-seconds') o.soakSeconds = Number(v());
+    else if (a === '--no-cores') o.cores = false;
     else if (a === '--no-build') o.build = false;
-    else if (a === '--config') o.config = path.resolve(v());
     else if (a === '--out') o.out = v();
     else if (a === '-h' || a === '--help') {
-      console.log('usage: node bench/gateway.js [--levels 1,50,500] [--duration 5] [--rounds 5] [--warmup 1] [--no-build] [--config FILE] [--out FILE]');
+      console.log('usage: node bench/gateway.js [--levels 1,50,500] [--duration 5] [--rounds 5] [--warmup 1] [--sink redis|file] ' +
+        '[--half-seconds 10] [--soak-rounds 4] [--soak-seconds 5] [--no-cores] [--no-build] [--out FILE]');
       process.exit(0);
     } else throw new Error(`unknown argument ${a}`);
   }
+  if (!['redis', 'file'].includes(o.sink)) throw new Error('--sink is redis or file');
   return o;
 }
 
@@ -58,33 +74,25 @@ function skip(why, detail = '') {
   return { skipped: true, why };
 }
 
-/** GET path with a Host header; resolves {status, body} or {error}. */
-function probe(port, host, urlPath = '/') {
-  return new Promise((resolve) => {
-    const req = http.get({ host: '127.0.0.1', port, path: urlPath, headers: { host }, agent: false, timeout: 2000 }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (d) => { body += d; });
-      res.on('end', () => resolve({ status: res.statusCode, body }));
-    });
-    req.on('timeout', () => req.destroy(new Error('timeout')));
-    req.on('error', (error) => resolve({ error }));
-  });
-}
-
-function yamlConfig({ listen, admin, upstream, tmp }) {
+function yamlConfig({ listen, admin, upstream, tmp, redisUrl, sink }) {
+  const store = redisUrl ? `{type: redis, redis: {url: "${redisUrl}", key_prefix: "bench:"}}` : '{type: memory}';
+  const auditSink = sink === 'redis' ? `{type: redis, url: "${redisUrl}", stream: "bench:audit"}` : `{type: file, dir: ${tmp}/audit}`;
   return `# generated by bench/gateway.js
 server:
   listen: ${listen}
   public_url: http://localhost:${listen.split(':')[1]}
   admin_listen: ${admin}
   instance_id: bench
-store:
-  type: memory
+store: ${store}
 identity:
-  providers: []
+  providers:
+    - {id: local, type: local, users_file: ${tmp}/users.yaml}
+  assertion: {key_file: ${tmp}/assertion-keys.json}
+mfa:
+  credentials_file: ${tmp}/mfa-credentials.json
+  secret_key_file: ${tmp}/mfa-secret.key
 audit:
-  sink: {type: file, dir: ${tmp}/audit}
+  sink: ${auditSink}
   on_failure: spool
   spool_dir: ${tmp}/spool
   seal:
@@ -92,8 +100,53 @@ audit:
     witness_dir: ${tmp}/checkpoints
     origin: bench.portcullis.local/audit
 routes:
+  - {id: full, host: localhost, path: /full, upstream: ${upstream}, allow: {groups: [eng]}}
+  - {id: mfa, host: localhost, path: /mfa, upstream: ${upstream}, allow: {groups: [eng]}, mfa: {factors: [webauthn], max_age: 12h}}
   - {id: bench, host: localhost, path: /, upstream: ${upstream}, public: true}
 `;
+}
+
+/** Runs bench/lib/paced.js on core 1; resolves its BENCHJSON line. */
+function paced(tools, url, rate, seconds, connections, headers) {
+  const args = [path.join(LIB, 'paced.js'), url, String(Math.round(rate)), String(seconds), String(connections), ...headers];
+  const [cmd, argv] = tools.taskset ? ['taskset', ['-c', '1', process.execPath, ...args]] : [process.execPath, args];
+  return new Promise((resolve, reject) => {
+    const p = spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    p.stdout.on('data', (d) => { out += d; });
+    p.stderr.on('data', (d) => { err += d; });
+    p.on('exit', (code) => {
+      const line = out.split('\n').find((l) => l.startsWith('BENCHJSON '));
+      if (!line) return reject(new Error(`paced load failed (${code}): ${err || out}`));
+      resolve(JSON.parse(line.slice('BENCHJSON '.length)));
+    });
+  });
+}
+
+/**
+ * Clients that go away mid-request, as browsers and scripts do: half send a partial request line and
+ * close, half ask for the upstream's slow path and close after 50 ms (the gateway must cancel the
+ * upstream request). Resolves how many were made.
+ */
+async function abortStorm(port, host, cookie, n) {
+  let done = 0;
+  const one = (i) => new Promise((resolve) => {
+    const s = net.connect(port, '127.0.0.1');
+    s.on('error', () => resolve());
+    s.on('close', () => resolve());
+    s.on('connect', () => {
+      if (i % 2 === 0) {
+        s.write(`GET /full HTTP/1.1\r\nHost: ${host}\r\nCookie: ${cookie}\r\n`);
+        setTimeout(() => s.destroy(), 20);
+      } else {
+        s.write(`GET /__slow?id=soak HTTP/1.1\r\nHost: ${host}\r\n\r\n`);
+        setTimeout(() => s.destroy(), 50);
+      }
+    });
+  }).then(() => { done++; });
+  for (let i = 0; i < n; i += 50) await Promise.all(Array.from({ length: Math.min(50, n - i) }, (_, j) => one(i + j)));
+  return done;
 }
 
 export async function run(argv = []) {
@@ -102,8 +155,8 @@ export async function run(argv = []) {
   const tools = ensureTools();
   const machine = machineInfo(tools);
   log(machineLine(machine));
+  if (opts.sink === 'redis' && !hasRedis()) return skip('redis-server is not installed (Debian: apt-get install -y redis-server); or run with --sink file');
 
-  // ---- build --------------------------------------------------------------------------------
   if (opts.build) {
     log('npm run build …');
     const b = spawnSync('npm', ['run', '--silent', 'build'], { cwd: ROOT, encoding: 'utf8' });
@@ -111,77 +164,140 @@ export async function run(argv = []) {
   }
   if (!existsSync(path.join(ROOT, 'dist/main.js'))) return skip('dist/main.js is missing after the build');
 
-  const upstream = await startJsonServer([path.join(LIB, 'upstream.js')], tools);
   const tmp = mkdtempSync(path.join(tmpdir(), 'portcullis-bench-gw-'));
-  const listenPort = await freePort();
-  const adminPort = await freePort();
-  const env = {
-    ...process.env,
-    BENCH_UPSTREAM: `http://127.0.0.1:${upstream.port}`,
-    BENCH_LISTEN: `127.0.0.1:${listenPort}`,
-    BENCH_ADMIN_LISTEN: `127.0.0.1:${adminPort}`,
-    BENCH_TMP: tmp,
-    NODE_ENV: 'production',
-  };
-  let configFile = opts.config;
-  if (!configFile) {
-    configFile = path.join(tmp, 'portcullis.yaml');
-    writeFileSync(configFile, yamlConfig({ listen: env.BENCH_LISTEN, admin: env.BENCH_ADMIN_LISTEN, upstream: env.BENCH_UPSTREAM, tmp }));
-  }
-  const cli = path.join(ROOT, 'bin/portcullis.js');
-  const servers = [];
-  let gw;
+  const stops = [];
   try {
-    // ---- config check, then start ------------------------------------------------------------
-    const chk = spawnSync(process.execPath, [cli, 'config', 'check', configFile], { cwd: ROOT, env, encoding: 'utf8', timeout: 30_000 });
-    if (chk.status !== 0) return skip(`\`portcullis config check\` refused the bench config (exit ${chk.status})`, `${chk.stdout}\n${chk.stderr}`);
+    const upstream = await startJsonServer([path.join(LIB, 'upstream.js')], tools);
+    stops.push(upstream.stop);
+    let redis;
+    if (opts.sink === 'redis') {
+      mkdirSync(path.join(tmp, 'redis'));
+      redis = await startRedis(tools, path.join(tmp, 'redis'));
+      stops.push(redis.stop);
+      log(`private redis-server ${redis.version} on ${redis.port}`);
+    }
+    const listenPort = await freePort();
+    const adminPort = await freePort();
+    const configFile = path.join(tmp, 'portcullis.yaml');
+    writeFileSync(configFile, yamlConfig({
+      listen: `127.0.0.1:${listenPort}`, admin: `127.0.0.1:${adminPort}`, upstream: `http://127.0.0.1:${upstream.port}`, tmp, redisUrl: redis?.url, sink: opts.sink,
+    }));
+    addUser(path.join(tmp, 'users.yaml'), 'bench', ['eng'], PASSWORD);
 
-    gw = startProc(process.execPath, [cli, 'serve', '--config', configFile], tools, { cwd: ROOT, env });
-    let host = null;
-    const deadline = Date.now() + 30_000;
-    while (Date.now() < deadline && host === null) {
-      if (gw.exitCode !== null || gw.signalCode !== null) break;
-      for (const h of [`localhost:${listenPort}`, 'localhost']) {
-        const r = await probe(listenPort, h);
-        if (r.status === 200 && r.body === 'hello world\n') { host = h; break; }
-      }
-      if (host === null) await sleep(250);
+    let gw;
+    try {
+      gw = await startPortcullis(tools, { configFile, port: listenPort });
+    } catch (e) {
+      return skip(e.message, e.detail);
     }
-    if (host === null) {
-      const last = await probe(listenPort, `localhost:${listenPort}`);
-      const state = gw.exitCode !== null || gw.signalCode !== null ? `exited (${gw.exitCode ?? gw.signalCode})` : 'running';
-      return skip(`Portcullis did not serve the public route within 30 s (process ${state}; last answer: ${last.error ? last.error.message : `${last.status} ${last.body.slice(0, 200)}`})`, gw.output);
-    }
+    stops.push(gw.stop);
+    const host = gw.host;
     log(`Portcullis is up on ${listenPort} (Host: ${host})`);
+    await sleep(2000);
+    const rssIdle = rssMiB(gw.pid);
+    const fdsIdle = openFds(gw.pid);
 
-    // ---- correctness through the gateway -------------------------------------------------------
+    // ---- sign in; the upstream must see who is asking -------------------------------------------
+    let cookie;
+    let mfaCookie;
+    try {
+      cookie = signIn(listenPort, 'bench', PASSWORD);
+      mfaCookie = signIn(listenPort, 'bench', PASSWORD, { passkey: true });
+    } catch (e) {
+      return skip(e.message, gw.proc.output);
+    }
+    const seen = {};
+    for (const [id, p, c] of [['full', '/full/__headers', cookie], ['mfa', '/mfa/__headers', mfaCookie]]) {
+      const r = await probe(listenPort, host, p, { cookie: c });
+      if (r.status !== 200) return skip(`${p} answered ${r.status ?? r.error?.message} with the session cookie`, `${r.body ?? ''}\n${gw.proc.output}`);
+      const h = JSON.parse(r.body);
+      seen[id] = { user: h['x-portcullis-user'], assertion: typeof h['x-portcullis-assertion'] === 'string', mfa: h['x-portcullis-mfa'], cookie: h.cookie };
+    }
+    if (seen.full.user !== 'bench' || !seen.full.assertion || seen.mfa.mfa?.startsWith('webauthn') !== true) {
+      return skip(`the upstream did not see the identity headers: ${JSON.stringify(seen)}`);
+    }
+
+    // ---- correctness through the gateway (public route) -------------------------------------------
     const [hop, ab] = await Promise.all([checkHopByHop(listenPort, host), checkAbort(listenPort, upstream.port, 'portcullis', host)]);
 
-    // ---- load ---------------------------------------------------------------------------------
+    // ---- throughput and latency at 1, 50, 500 connections --------------------------------------------
     const nginx = await startNginx(tools, upstream.port);
-    servers.push(nginx);
+    stops.push(nginx.stop);
     const bare = await startJsonServer([path.join(LIB, 'forwarder.js'), 'undici-dispatch', String(upstream.port), String(opts.pool)], tools);
-    servers.push(bare);
+    stops.push(bare.stop);
+    const gwTarget = (id, p, extra = []) => ({ id, pid: gw.pid, port: listenPort, path: p, headers: [`Host: ${host}`, ...extra] });
     const targets = [
       { id: 'direct', pid: upstream.pid, port: upstream.port },
       { id: 'nginx', pid: nginx.pid, port: nginx.port },
       { id: 'undici-dispatch', pid: bare.pid, port: bare.port },
-      { id: 'portcullis', pid: gw.pid, port: listenPort, headers: [`Host: ${host}`] },
+      gwTarget('portcullis', '/'),
+      gwTarget('portcullis-full', '/full', [`Cookie: ${cookie}`]),
+      gwTarget('portcullis-mfa', '/mfa', [`Cookie: ${mfaCookie}`]),
     ];
     const runs = [];
     const seconds = Math.max(1, Math.round(opts.duration / opts.rounds));
+    let rssLoad = 0;
     try {
       for (const c of opts.levels) {
-        runs.push(...(await measureLevel(tools, targets, {
+        const rows = await measureLevel(tools, targets, {
           connections: c, rounds: opts.rounds, seconds, warmup: opts.warmup, upstreamPid: upstream.pid,
-          refs: ['nginx', 'direct', 'undici-dispatch'],
-        })));
+          refs: ['nginx', 'direct', 'undici-dispatch', 'portcullis'],
+        });
+        runs.push(...rows);
+        rssLoad = Math.max(rssLoad, rssMiB(gw.pid));
       }
     } catch (e) {
-      const state = gw.exitCode !== null || gw.signalCode !== null ? `Portcullis exited (${gw.exitCode ?? gw.signalCode})` : 'Portcullis still running';
-      return skip(`load run failed: ${e.message.split('\n')[0]} — ${state}`, gw.output);
+      const state = gw.proc.exitCode !== null || gw.proc.signalCode !== null ? `Portcullis exited (${gw.proc.exitCode ?? gw.proc.signalCode})` : 'Portcullis still running';
+      return skip(`load run failed: ${e.message.split('\n')[0]} — ${state}`, gw.proc.output);
     }
-    const results = { machine, opts, nginx: NGINX_NOTES, runs, checks: { ...hop, ...ab, detail: [hop.detail, ab.detail].filter(Boolean).join('; ') }, host, seconds: (Date.now() - t0) / 1000 };
+
+    // ---- latency at half the full pipeline's maximum ---------------------------------------------
+    const half = [];
+    const maxFull = runs.find((r) => r.engine === 'portcullis-full' && r.connections === 50) ?? runs.find((r) => r.engine === 'portcullis-full');
+    if (maxFull && opts.halfSeconds > 0) {
+      const rate = maxFull.rps / 2;
+      log(`paced load at ${fmt.rps(rate)} req/s (half of the full pipeline's ${fmt.rps(maxFull.rps)} at ${maxFull.connections} connections), ${opts.halfSeconds} s per target`);
+      for (const t of targets.filter((x) => x.id !== 'undici-dispatch')) {
+        const hdrs = t.headers ?? [];
+        const r = await paced(tools, `http://127.0.0.1:${t.port}${t.path ?? '/'}`, rate, opts.halfSeconds, 50, hdrs);
+        half.push({ target: t.id, ...r });
+        log(`${t.id.padEnd(18)} ${fmt.rps(r.rate)} req/s  p50 ${(r.p50 / 1000).toFixed(3)} ms  p99 ${(r.p99 / 1000).toFixed(3)} ms  p99.9 ${(r.p999 / 1000).toFixed(3)} ms  errors ${r.errors} non2xx ${r.non2xx}`);
+      }
+    }
+
+    // ---- soak: repeated load with client aborts; memory and sockets must stay flat --------------------
+    const soak = [];
+    for (let i = 0; i < opts.soakRounds; i++) {
+      const w = await runWrk(tools, `http://127.0.0.1:${listenPort}/full`, { connections: 50, seconds: opts.soakSeconds, headers: [`Host: ${host}`, `Cookie: ${cookie}`] });
+      const aborted = await abortStorm(listenPort, host, cookie, 1000);
+      await sleep(3500); // the slow upstream answers after 3 s; idle sockets settle
+      soak.push({ round: i + 1, requests: w.requests, aborted, errors: w.errors + w.non2xx, rss: rssMiB(gw.pid), fds: openFds(gw.pid) });
+      log(`soak round ${i + 1}: ${w.requests} requests + ${aborted} aborted clients; RSS ${fmt.mib(soak.at(-1).rss)} MiB, ${soak.at(-1).fds} fds`);
+    }
+    const rssAfter = rssMiB(gw.pid);
+    const fdsAfter = openFds(gw.pid);
+
+    // ---- one core vs two ----------------------------------------------------------------------------
+    const cores = [];
+    if (opts.cores && tools.taskset) {
+      for (let round = 0; round < opts.rounds; round++) {
+        for (const set of round % 2 === 0 ? ['0', '0,1'] : ['0,1', '0']) {
+          setAffinity(gw.pid, set);
+          const c0 = cpuSeconds(gw.pid);
+          const w = await runWrk(tools, `http://127.0.0.1:${listenPort}/full`, { connections: 50, seconds, headers: [`Host: ${host}`, `Cookie: ${cookie}`] });
+          cores.push({ set, round, rps: w.rps, cpuUsPerReq: ((cpuSeconds(gw.pid) - c0) / w.requests) * 1e6 });
+        }
+      }
+      setAffinity(gw.pid, '0');
+    }
+
+    const results = {
+      machine, opts, nginx: NGINX_NOTES, runs, half, soak, cores, seen,
+      memory: { rssIdle, rssLoad, rssAfter, fdsIdle, fdsAfter },
+      checks: { ...hop, ...ab, detail: [hop.detail, ab.detail].filter(Boolean).join('; ') },
+      host, redis: redis?.version, seconds: (Date.now() - t0) / 1000,
+    };
+    results.summary = summary(results);
     const md = report(results);
     console.log(md);
     const dir = path.join(BENCH_DIR, 'results');
@@ -191,10 +307,10 @@ export async function run(argv = []) {
     writeFileSync(out.replace(/\.md$/, '') + '.json', JSON.stringify(results, null, 2) + '\n');
     log(`written ${path.relative(process.cwd(), out)}`);
     return results;
+  } catch (e) {
+    return skip(e.message.split('\n')[0], e.detail ?? e.stack);
   } finally {
-    if (gw) await stopProc(gw);
-    for (const s of servers) await s.stop();
-    await upstream.stop();
+    for (const stop of stops.reverse()) await stop();
     rmSync(tmp, { recursive: true, force: true });
   }
 }
@@ -204,34 +320,120 @@ const LABEL = {
   nginx: 'nginx',
   'undici-dispatch': 'bare undici Pool.dispatch() forwarder',
   portcullis: 'Portcullis, public route',
+  'portcullis-full': 'Portcullis, full pipeline',
+  'portcullis-mfa': 'Portcullis, full pipeline + step-up satisfied',
 };
+
+const find = (runs, id, c) => runs.find((r) => r.engine === id && r.connections === c);
+
+/** The issue's targets, each with the figure measured in this run. */
+export function summary(R) {
+  const rows = [];
+  const at50 = (id) => find(R.runs, id, 50);
+  const at1 = (id) => find(R.runs, id, 1);
+  const add = (figure, value, target, met) => rows.push({ figure, value, target, met });
+  const pub = at50('portcullis');
+  const full = at50('portcullis-full');
+  const mfa = at50('portcullis-mfa');
+  if (pub) add('public route ÷ nginx, 50 conn', fmt.x(pub.x_nginx), '≥ 0.70×', pub.x_nginx >= 0.7);
+  if (full) add('full pipeline ÷ nginx, 50 conn', fmt.x(full.x_nginx), '≥ 0.50×', full.x_nginx >= 0.5);
+  if (full) add('full pipeline ÷ public route, 50 conn', fmt.x(full.x_portcullis), '≥ 0.85×', full.x_portcullis >= 0.85);
+  if (mfa) add('step-up satisfied ÷ public route, 50 conn', fmt.x(mfa.x_portcullis), '≥ 0.85×', mfa.x_portcullis >= 0.85);
+  if (pub) add('gateway CPU per request, public route (50 conn)', `${fmt.us(pub.cpuUsPerReq)} µs`, '≤ 30 µs', pub.cpuUsPerReq <= 30);
+  if (full) add('gateway CPU per request, full pipeline (50 conn)', `${fmt.us(full.cpuUsPerReq)} µs`, '≤ 45 µs', full.cpuUsPerReq <= 45);
+  const direct1 = at1('direct');
+  for (const id of ['portcullis', 'portcullis-full']) {
+    const r = at1(id);
+    if (r && direct1) {
+      const added = (r.p50 - direct1.p50) * 1000;
+      add(`added latency p50 at 1 conn, ${LABEL[id]}`, `${added.toFixed(0)} µs`, '≤ 50 µs', added <= 50);
+    }
+  }
+  const hf = R.half.find((h) => h.target === 'portcullis-full');
+  if (hf) add(`full pipeline p99 at half load (${fmt.rps(hf.rate)} req/s)`, `${(hf.p99 / 1000).toFixed(2)} ms`, '≤ 1 ms', hf.p99 <= 1000);
+  if (R.soak.length > 1) {
+    const first = R.soak[0];
+    const last = R.soak.at(-1);
+    add(`RSS growth over ${R.soak.length} soak rounds (with client aborts)`, `${(last.rss - first.rss).toFixed(1)} MiB (${fmt.mib(first.rss)} → ${fmt.mib(last.rss)})`, 'flat', last.rss - first.rss < Math.max(8, first.rss * 0.05));
+    add('open fds after soak rounds', `${first.fds} → ${last.fds} (idle ${R.memory.fdsIdle})`, 'flat', last.fds <= first.fds + 5);
+  }
+  if (R.cores.length > 0) {
+    const x = coreRatio(R.cores);
+    add('two cores ÷ one core, full pipeline (single process)', fmt.x(x), '≥ 1.2× if multi-process adopted (it is not)', undefined);
+  }
+  return rows;
+}
+
+function coreRatio(cores) {
+  const rounds = [...new Set(cores.map((c) => c.round))];
+  return median(rounds.map((r) => {
+    const one = cores.find((c) => c.round === r && c.set === '0');
+    const two = cores.find((c) => c.round === r && c.set === '0,1');
+    return two.rps / one.rps;
+  }));
+}
 
 export function report(R) {
   const { machine, runs, opts, checks } = R;
   const levels = [...new Set(runs.map((r) => r.connections))];
   const ids = [...new Set(runs.map((r) => r.engine))];
-  const find = (id, c) => runs.find((r) => r.engine === id && r.connections === c);
   const out = [];
   out.push(`# Gateway benchmark (${machine.date.slice(0, 10)})`, '');
   out.push(`Machine: ${machineLine(machine)}.`, '');
-  out.push(`Pinning: ${machine.pinning}. Portcullis: \`node bin/portcullis.js serve\`, one public route (Host: ${R.host}), file audit sink in a temp dir, memory store. ` +
+  out.push(`Pinning: ${machine.pinning}. Portcullis: \`node bin/portcullis.js serve\`, audit sink ${opts.sink}${R.redis ? ` (private redis-server ${R.redis})` : ''}, ` +
+    `${R.redis ? 'Redis' : 'memory'} store, one process serving three routes: \`/\` public, \`/full\` (session cookie from a real sign-in, group policy, identity headers, ` +
+    'signed assertion), `/mfa` (the same plus a WebAuthn check within 12 h, satisfied). ' +
     `Sampling: ${opts.warmup} s warm-up, ${opts.rounds} × ${Math.max(1, Math.round(opts.duration / opts.rounds))} s interleaved samples per target and level; medians; paired ratios.`);
   out.push(`${R.nginx}.`, '');
+  out.push(`The upstream saw, behind \`/full\`: \`X-Portcullis-User: ${R.seen.full.user}\`, an assertion: ${R.seen.full.assertion ? 'yes' : 'no'}; behind \`/mfa\`: \`X-Portcullis-MFA: ${R.seen.mfa.mfa}\`; the session cookie: ${R.seen.full.cookie === undefined ? 'removed' : '**forwarded**'}.`, '');
+  out.push('### Targets', '');
+  out.push(mdTable(['figure', 'measured', 'target', 'met'], R.summary.map((s) => [s.figure, s.value, s.target, s.met === undefined ? '–' : s.met ? 'yes' : '**no**'])), '');
+  out.push('### Throughput', '');
   const head = ['target'];
   for (const c of levels) head.push(`${c} conn req/s`, '× nginx', '× direct');
   out.push(mdTable(head, ids.map((id) => {
     const row = [LABEL[id] ?? id];
     for (const c of levels) {
-      const r = find(id, c);
+      const r = find(runs, id, c);
       row.push(fmt.rps(r?.rps), fmt.x(r?.x_nginx), fmt.x(r?.x_direct));
     }
     return row;
   })), '');
-  out.push(mdTable(['target', 'conns', 'req/s', 'min–max', '× nginx', '× direct', '× bare undici', 'p50 ms', 'p99 ms', 'errors', 'RSS MiB', 'CPU µs/req', 'other load'],
-    ids.flatMap((id) => levels.map((c) => find(id, c)).filter(Boolean).map((r) => [
+  out.push(mdTable(['target', 'conns', 'req/s', 'min–max', '× nginx', '× direct', '× bare undici', '× public', 'p50 ms', 'p99 ms', 'errors', 'RSS MiB', 'CPU µs/req', 'other load'],
+    ids.flatMap((id) => levels.map((c) => find(runs, id, c)).filter(Boolean).map((r) => [
       LABEL[id] ?? id, r.connections, fmt.rps(r.rps), `${fmt.rps(r.rpsMin)}–${fmt.rps(r.rpsMax)}`, fmt.x(r.x_nginx), fmt.x(r.x_direct),
-      fmt.x(r['x_undici-dispatch']), fmt.ms(r.p50), fmt.ms(r.p99), r.errors + r.non2xx, fmt.mib(r.rss), fmt.us(r.cpuUsPerReq), otherLoad(r),
+      fmt.x(r['x_undici-dispatch']), fmt.x(r.x_portcullis), fmt.ms(r.p50), fmt.ms(r.p99), r.errors + r.non2xx, fmt.mib(r.rss), fmt.us(r.cpuUsPerReq), otherLoad(r),
     ]))), '');
+  const direct1 = find(runs, 'direct', 1);
+  if (direct1) {
+    out.push('Added latency at 1 connection (p50 − direct p50): ' + ids.filter((id) => id !== 'direct').map((id) => {
+      const r = find(runs, id, 1);
+      return r ? `${LABEL[id] ?? id} ${((r.p50 - direct1.p50) * 1000).toFixed(0)} µs` : '';
+    }).filter(Boolean).join(' · ') + '.', '');
+  }
+  if (R.half.length > 0) {
+    out.push(`### Latency at half load (${fmt.rps(R.half[0].rate)} req/s, open loop, 50 connections, ${opts.halfSeconds} s each)`, '');
+    const d = R.half.find((h) => h.target === 'direct');
+    out.push(mdTable(['target', 'req/s', 'p50 ms', 'p99 ms', 'p99.9 ms', 'max ms', 'added p50 µs', 'added p99 µs', 'errors'], R.half.map((h) => [
+      LABEL[h.target] ?? h.target, fmt.rps(h.rate), (h.p50 / 1000).toFixed(3), (h.p99 / 1000).toFixed(3), (h.p999 / 1000).toFixed(3), (h.max / 1000).toFixed(1),
+      d ? (h.p50 - d.p50).toFixed(0) : '–', d ? (h.p99 - d.p99).toFixed(0) : '–', h.errors + h.non2xx,
+    ])), '');
+  }
+  out.push('### Memory and sockets', '');
+  out.push(`RSS idle ${fmt.mib(R.memory.rssIdle)} MiB (${R.memory.fdsIdle} fds), highest after a load level ${fmt.mib(R.memory.rssLoad)} MiB, after the soak ${fmt.mib(R.memory.rssAfter)} MiB (${R.memory.fdsAfter} fds).`, '');
+  if (R.soak.length > 0) {
+    out.push(mdTable(['soak round', 'requests (wrk, 50 conn, /full)', 'aborted clients', 'errors', 'RSS MiB after', 'open fds after'],
+      R.soak.map((s) => [s.round, s.requests, s.aborted, s.errors, fmt.mib(s.rss), s.fds])), '');
+  }
+  if (R.cores.length > 0) {
+    const one = R.cores.filter((c) => c.set === '0');
+    const two = R.cores.filter((c) => c.set === '0,1');
+    out.push('### One core vs two', '');
+    out.push(`The same gateway process, its threads' affinity switched between rounds (\`taskset -a -p\`), full pipeline, 50 connections; wrk stays on core 1, so on "two cores" the gateway shares core 1 with the load generator. ` +
+      `One core: ${fmt.rps(median(one.map((c) => c.rps)))} req/s (${fmt.us(median(one.map((c) => c.cpuUsPerReq)))} µs CPU/req); two: ${fmt.rps(median(two.map((c) => c.rps)))} req/s ` +
+      `(${fmt.us(median(two.map((c) => c.cpuUsPerReq)))} µs CPU/req); paired ratio ${fmt.x(coreRatio(R.cores))}. Portcullis runs one event loop per process; ` +
+      'it scales out as replicas (each its own audit log), not inside one process.', '');
+  }
   const pf = (b) => (b ? 'pass' : '**FAIL**');
   out.push('Correctness through Portcullis (same checks as bench/engines.js):', '');
   out.push(mdTable(['hop-by-hop stripped (request)', 'chunked body intact', 'hop-by-hop stripped (response)', 'client abort closes upstream request', 'notes'],

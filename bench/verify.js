@@ -400,6 +400,24 @@ const median = (xs) => {
   return s.length === 0 ? undefined : s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 };
 
+/** The issue's targets for this section, each with the figure measured in this run. */
+export function summary(R) {
+  const rows = [];
+  const { facts, runs, tampered } = R.verify;
+  const med = median(runs.map((r) => r.seconds));
+  rows.push({ figure: `\`audit verify\` of ${fmt.rps(facts.records)} records (median of ${runs.length}${tampered ? '; tampered run names the record' : ''})`, value: `${med.toFixed(2)} s`, target: '≤ 10 s', met: med <= 10 && runs.every((r) => r.ok) && (tampered?.ok ?? true) });
+  const max = (R.sealing ?? []).filter((s) => s.round !== 'paced');
+  if (max.length > 0) {
+    const by = (mode) => median(max.filter((s) => s.mode === mode).map((s) => s.perSec));
+    const sealed = max.filter((s) => s.mode === 'sealing');
+    rows.push({
+      figure: 'checkpoint cost: writer throughput with sealing ÷ without; checkpoint store p50',
+      value: `${fmt.x(by('sealing') / by('count'))}; ${median(sealed.map((s) => s.checkpointStoreMsP50)).toFixed(1)} ms`, target: 'measure', met: undefined,
+    });
+  }
+  return rows;
+}
+
 export function report(R) {
   const out = [];
   const { facts, runs, tampered } = R.verify;
@@ -457,6 +475,7 @@ export async function run(argv = []) {
     await sleep(100);
     const sealing = opts.seal ? await sealingBench(opts, tmp) : [];
     const results = { machine: m, opts, verify, sealing, seconds: (Date.now() - t0) / 1000 };
+    results.summary = summary(results);
     const md = report(results);
     console.log(md);
     const out = opts.out ?? path.join(BENCH_DIR, 'results', `verify-${m.date.slice(0, 19).replaceAll(':', '')}.md`);

@@ -5,12 +5,15 @@ import { createInterface } from 'node:readline';
 import { mkdtempSync, writeFileSync, readFileSync, mkdirSync, chmodSync, existsSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir, cpus } from 'node:os';
 import net from 'node:net';
+import http from 'node:http';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const BENCH_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 export const ROOT = path.resolve(BENCH_DIR, '..');
 export const LIB = path.join(BENCH_DIR, 'lib');
+/** The command that runs Portcullis: bin/portcullis.js (dist/), or `$BENCH_PORTCULLIS_CLI` (another build, to compare). */
+export const CLI = process.env.BENCH_PORTCULLIS_CLI ? path.resolve(process.env.BENCH_PORTCULLIS_CLI) : path.join(ROOT, 'bin/portcullis.js');
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 export const log = (...a) => console.error('[bench]', ...a);
@@ -184,7 +187,8 @@ daemon off;
 master_process on;
 pid ${dir}/nginx.pid;
 error_log ${dir}/error.log warn;
-events { worker_connections 8192; }
+worker_rlimit_nofile 20000;
+events { worker_connections 20000; }
 http {
   access_log off;
   client_body_temp_path ${dir}/body;
@@ -195,6 +199,8 @@ http {
   client_max_body_size 64m;
   keepalive_requests 1000000;
   keepalive_timeout 65s;
+  # WebSockets: "Connection: upgrade" only when the client asks to upgrade, else "" (upstream keep-alive).
+  map $http_upgrade $connection_upgrade { default upgrade; '' ''; }
   upstream bench_upstream {
     server 127.0.0.1:${upstreamPort};
     keepalive 64;
@@ -206,8 +212,10 @@ http {
     location / {
       proxy_pass http://bench_upstream;
       proxy_http_version 1.1;
-      proxy_set_header Connection "";
+      proxy_set_header Upgrade $http_upgrade;
+      proxy_set_header Connection $connection_upgrade;
       proxy_request_buffering off;
+      proxy_read_timeout 3600s;
     }
   }
 }
@@ -226,6 +234,94 @@ http {
     rmSync(dir, { recursive: true, force: true });
   };
   return { proc, pid: proc.pid, port, dir, confPath, stop };
+}
+
+// ---- private redis -------------------------------------------------------------------------
+/**
+ * A private redis-server on a free loopback port, its data in `dir` (`appendonly yes`, `appendfsync
+ * everysec`, no RDB) — never the shared 6379.
+ */
+export async function startRedis(tools, dir) {
+  const port = await freePort();
+  const proc = startProc('redis-server', [
+    '--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'yes',
+    '--appendfsync', 'everysec', '--daemonize', 'no', '--protected-mode', 'yes', '--loglevel', 'warning',
+  ], tools);
+  if (!(await waitForPort(port))) {
+    await stopProc(proc);
+    throw new Error(`redis-server did not start: ${proc.output}`);
+  }
+  const version = (spawnSync('redis-server', ['--version'], { encoding: 'utf8' }).stdout.match(/v=(\S+)/) ?? [])[1] ?? '?';
+  return { proc, pid: proc.pid, port, url: `redis://127.0.0.1:${port}/0`, version, stop: () => stopProc(proc) };
+}
+
+export const hasRedis = () => has('redis-server');
+
+// ---- a gateway to measure --------------------------------------------------------------------
+/** GET `urlPath` with a Host header (and more headers); resolves {status, body, headers} or {error}. */
+export function probe(port, host, urlPath = '/', headers = {}) {
+  return new Promise((resolve) => {
+    const req = http.get({ host: '127.0.0.1', port, path: urlPath, headers: { host, ...headers }, agent: false, timeout: 2000 }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d) => { body += d; });
+      res.on('end', () => resolve({ status: res.statusCode, body, headers: res.headers }));
+    });
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+    req.on('error', (error) => resolve({ error }));
+  });
+}
+
+/**
+ * Starts `node bin/portcullis.js serve --config FILE` (pinned to core 0) and waits until `path`
+ * on Host `localhost:<port>` answers 200 `hello world`. Throws {message, detail} when it does not
+ * within 30 s.
+ */
+export async function startPortcullis(tools, { configFile, port, env = process.env, path: urlPath = '/', logLevel = 'warn' }) {
+  const proc = startProc(process.execPath, [CLI, 'serve', '--config', configFile, '--log-level', logLevel], tools, { cwd: ROOT, env: { ...env, NODE_ENV: 'production' } });
+  const host = `localhost:${port}`;
+  const deadline = Date.now() + 30_000;
+  let last;
+  while (Date.now() < deadline) {
+    if (proc.exitCode !== null || proc.signalCode !== null) break;
+    last = await probe(port, host, urlPath);
+    if (last.status === 200 && last.body === 'hello world\n') return { proc, pid: proc.pid, port, host, stop: () => stopProc(proc) };
+    await sleep(250);
+  }
+  await stopProc(proc);
+  const state = proc.exitCode !== null || proc.signalCode !== null ? `exited (${proc.exitCode ?? proc.signalCode})` : 'running';
+  throw Object.assign(new Error(`Portcullis did not serve ${urlPath} within 30 s (process ${state}; last answer: ${last?.error ? last.error.message : `${last?.status} ${String(last?.body).slice(0, 200)}`})`), { detail: proc.output });
+}
+
+/** Adds a local user with a password (through the real CLI); resolves when the users file has it. */
+export function addUser(usersFile, name, groups, password) {
+  const r = spawnSync(process.execPath, [CLI, 'users', 'add', name, '--groups', groups.join(','), '--users-file', usersFile], { cwd: ROOT, input: `${password}\n`, encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`portcullis users add ${name} failed: ${r.stdout}${r.stderr}`);
+}
+
+/**
+ * Signs `user` in through the login form (bench/lib/sign-in.ts, run by tsx) and returns the Cookie
+ * header value; with `passkey`, also enrols a software passkey, which is a fresh WebAuthn check.
+ */
+export function signIn(port, user, password, { passkey = false } = {}) {
+  const r = spawnSync(process.execPath, [path.join(ROOT, 'node_modules/tsx/dist/cli.mjs'), path.join(LIB, 'sign-in.ts'), String(port), user, password, ...(passkey ? ['--passkey'] : [])], { cwd: ROOT, encoding: 'utf8', timeout: 60_000 });
+  if (r.status !== 0) throw new Error(`sign-in of ${user} failed: ${r.stdout}${r.stderr}`);
+  return JSON.parse(r.stdout.trim().split('\n').at(-1)).cookie;
+}
+
+/** Open file descriptors of a process and its children (nginx: master + worker). */
+export function openFds(pid) {
+  let n = 0;
+  for (const p of pidTree(pid)) {
+    try { n += readdirSync(`/proc/${p}/fd`).length; } catch { /* gone */ }
+  }
+  return n;
+}
+
+/** Sets the CPU affinity of every thread of a running process (`taskset -a -p -c CORES PID`). */
+export function setAffinity(pid, cores) {
+  const r = spawnSync('taskset', ['-a', '-p', '-c', cores, String(pid)], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`taskset -a -p -c ${cores} ${pid}: ${r.stderr}`);
 }
 
 // ---- process stats -------------------------------------------------------------------------

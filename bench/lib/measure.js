@@ -8,7 +8,7 @@ export function median(xs) {
 }
 
 /**
- * targets: [{id, pid, port}] — every target stays up (idle when not measured). A warm-up per
+ * targets: [{id, pid, port, path?, headers?}] — every target stays up (idle when not measured). A warm-up per
  * target, then `rounds` samples of `seconds` per target, interleaved round-robin (rotating the
  * start) so drift and noise from anything else on the machine spread over all targets alike.
  * Each row: median req/s, p50, p99 (ms), min/max req/s, paired ratios vs `refs` (per round
@@ -21,7 +21,7 @@ export async function measureLevel(tools, targets, {
 }) {
   const samples = new Map(targets.map((t) => [t.id, []]));
   const acc = new Map(targets.map((t) => [t.id, { cpu: 0, up: 0, requests: 0, f0: 0, f1: 0, wall: 0 }]));
-  const url = (t) => `http://127.0.0.1:${t.port}${path}`;
+  const url = (t) => `http://127.0.0.1:${t.port}${t.path ?? path}`;
   const hdrs = (t) => [...headers, ...(t.headers ?? [])];
   if (warmup > 0) for (const t of targets) await runWrk(tools, url(t), { connections, seconds: warmup, script, headers: hdrs(t) });
   for (let round = 0; round < rounds; round++) {

@@ -6,6 +6,8 @@
 //                        check that forwarders strip them on the way back too
 //   GET  /__slow?id=X -> never answers within 3 s; counts whether the proxy closed it (client abort)
 //   GET  /__stats     -> JSON {slow: {id: {started, aborted}}}
+//   GET  …/__headers  -> JSON of the request headers it received (identity headers behind a gateway)
+//   anything else     -> 200 'hello world\n' (so /full, /mfa … behind gateway routes answer alike)
 // Prints one line `{"port":N}` on stdout once listening. Usage: node upstream.js [port]
 import http from 'node:http';
 import { createHash } from 'node:crypto';
@@ -56,6 +58,12 @@ const server = http.createServer((req, res) => {
       clearTimeout(t);
       if (!res.writableFinished) s.aborted++;
     });
+    return;
+  }
+  if (url.endsWith('/__headers')) {
+    const b = JSON.stringify(req.headers);
+    res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(b) });
+    res.end(b);
     return;
   }
   if (url === '/__stats') {

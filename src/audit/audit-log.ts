@@ -18,6 +18,7 @@
  * reported a conflict (another writer on this log), and — with `on_failure: reject` — while the sink
  * is down.
  */
+import { writeSync } from 'node:fs';
 import { mkdir, open, readFile, rename, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
@@ -78,22 +79,33 @@ export interface AuditLogOptions {
 
 const MAX_IN_MEMORY = 50_000;
 
+const RECORD_PREFIX = Buffer.from('R\t');
+const NEWLINE = Buffer.from('\n');
+
 /**
  * Serializes spool appends, batching everything written in one turn into one write (group commit).
  * `swap` replaces the file (compaction) between two writes: nothing is written while it runs, and
  * every later write goes to the new file, so no line can land in the file being replaced.
+ *
+ * A write that needs no fsync goes out at once when the writer is idle — one write(2) into the
+ * page cache, 3–4 µs here — instead of waiting a loop turn and a thread-pool round trip (~30 µs of
+ * CPU, measured); when a group commit or a swap is queued it joins that instead, so lines keep
+ * their order. Lines are whole lines either way, and the file is opened for appending. A request's
+ * intent, which it waits for before being forwarded, thus costs no added latency (docs/adr/0002).
  */
 function createSpoolWriter(initial: FileHandle, initialSize: number) {
   let fh = initial;
   let buffered: Buffer[] = [];
   let waiters: { resolve: () => void; reject: (e: unknown) => void; sync: boolean }[] = [];
   let scheduled = false;
+  /** Group commits and swaps queued or running: while any is, writes must queue behind them. */
+  let busy = 0;
   let chain: Promise<void> = Promise.resolve();
   let size = initialSize;
 
   const flush = async () => {
     scheduled = false;
-    const data = Buffer.concat(buffered);
+    const data = buffered.length === 1 ? (buffered[0] as Buffer) : Buffer.concat(buffered);
     const ws = waiters;
     buffered = [];
     waiters = [];
@@ -104,8 +116,34 @@ function createSpoolWriter(initial: FileHandle, initialSize: number) {
       for (const w of ws) w.resolve();
     } catch (err) {
       for (const w of ws) w.reject(err);
+    } finally {
+      busy -= 1;
     }
   };
+
+  function queue(chunks: readonly Buffer[], sync: boolean): Promise<void> {
+    buffered.push(...chunks);
+    const p = new Promise<void>((resolve, reject) => waiters.push({ resolve, reject, sync }));
+    if (!scheduled) {
+      scheduled = true;
+      busy += 1;
+      chain = chain.then(() => new Promise<void>((r) => setImmediate(r))).then(flush);
+    }
+    return p;
+  }
+
+  /** Writes now when nothing is queued and no fsync is asked for, else queues (see above). */
+  function put(chunks: Buffer[], sync: boolean): Promise<void> {
+    if (sync || busy > 0 || scheduled) return queue(chunks, sync);
+    try {
+      const data = chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks);
+      for (let off = 0; off < data.length; ) off += writeSync(fh.fd, data, off);
+      size += data.length;
+    } catch (err) {
+      return Promise.reject(err instanceof Error ? err : new Error(String(err)));
+    }
+    return Promise.resolve();
+  }
 
   return {
     get size() {
@@ -113,13 +151,11 @@ function createSpoolWriter(initial: FileHandle, initialSize: number) {
     },
     /** Appends lines; resolves once written to the OS (and fsynced when `sync`). */
     write(lines: string, sync: boolean): Promise<void> {
-      buffered.push(Buffer.from(lines, 'utf8'));
-      const p = new Promise<void>((resolve, reject) => waiters.push({ resolve, reject, sync }));
-      if (!scheduled) {
-        scheduled = true;
-        chain = chain.then(() => new Promise<void>((r) => setImmediate(r))).then(flush);
-      }
-      return p;
+      return put([Buffer.from(lines, 'utf8')], sync);
+    },
+    /** Appends the record line `R\t<bytes>\n` (the record is not copied before the write). */
+    writeRecord(bytes: Buffer, sync: boolean): Promise<void> {
+      return put([RECORD_PREFIX, bytes, NEWLINE], sync);
     },
     /**
      * Once the writes queued so far are done, runs `replace` (which writes and renames the new
@@ -127,13 +163,18 @@ function createSpoolWriter(initial: FileHandle, initialSize: number) {
      * `replace` fails, writing goes on in the old file.
      */
     swap(replace: () => Promise<FileHandle>): Promise<void> {
-      const done = chain.then(async () => {
-        const next = await replace();
-        const old = fh;
-        fh = next;
-        size = (await next.stat()).size;
-        await old.close();
-      });
+      busy += 1;
+      const done = chain
+        .then(async () => {
+          const next = await replace();
+          const old = fh;
+          fh = next;
+          size = (await next.stat()).size;
+          await old.close();
+        })
+        .finally(() => {
+          busy -= 1;
+        });
       chain = done.catch(() => undefined);
       return done;
     },
@@ -393,7 +434,7 @@ export async function openAuditLog(opts: AuditLogOptions) {
     const rec = chain(body);
     lastRecord = rec;
     openIntents.delete(body.id);
-    const written = spool.write(`R\t${rec.bytes.toString('utf8')}\n`, durable);
+    const written = spool.writeRecord(rec.bytes, durable);
     if (pending.length < MAX_IN_MEMORY && overflowFrom === undefined) pending.push(rec);
     else overflowFrom ??= rec.seq;
     try {

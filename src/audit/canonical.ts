@@ -36,12 +36,76 @@ function check(value: unknown, path: string): void {
   throw new NonCanonicalValueError(path);
 }
 
+/** A property name V8 enumerates before the others, in numeric order (an array index): no fast path for it. */
+function indexLike(key: string): boolean {
+  const c = key.charCodeAt(0);
+  return c >= 48 && c <= 57 && /^(?:0|[1-9]\d*)$/.test(key) && Number(key) < 4294967295;
+}
+
+/** Marks a value the fast path cannot order (an index-like key somewhere): the reference serializer takes it. */
+const SLOW = Symbol('slow');
+
+/**
+ * Checks a value as {@link check} does and returns it in RFC 8785 key order: the value itself when
+ * every object in it already lists its keys sorted by UTF-16 code units and has no undefined
+ * property (records built by the gateway mostly do), else a copy in that order. `SLOW` when an
+ * object has an index-like key, whose place V8's enumeration would not keep.
+ */
+function ordered(value: unknown, path: string): unknown {
+  if (typeof value !== 'object' || value === null) {
+    if (typeof value === 'string' || typeof value === 'boolean' || value === null) return value;
+    if (typeof value === 'number' && Number.isSafeInteger(value)) return value;
+    throw new NonCanonicalValueError(path);
+  }
+  if (Array.isArray(value)) {
+    let copy: unknown[] | undefined;
+    for (let i = 0; i < value.length; i++) {
+      const v: unknown = value[i];
+      const o = ordered(v, `${path}[${i}]`);
+      if (o === SLOW) return SLOW;
+      if (o !== v) copy ??= value.slice(0, i);
+      if (copy !== undefined) copy.push(o);
+    }
+    return copy ?? value;
+  }
+  const obj = value as Record<string, unknown>;
+  const keys = Object.keys(obj);
+  let same = true;
+  for (let i = 0; i < keys.length; i++) {
+    const k = keys[i] as string;
+    if (indexLike(k)) return SLOW;
+    if (i > 0 && (keys[i - 1] as string) > k) same = false;
+  }
+  const out: Record<string, unknown> = {};
+  if (!same) keys.sort();
+  for (const k of keys) {
+    const v = obj[k];
+    if (v === undefined) {
+      same = false;
+      continue;
+    }
+    const o = ordered(v, `${path}.${k}`);
+    if (o === SLOW) return SLOW;
+    if (o !== v) same = false;
+    out[k] = o;
+  }
+  return same ? value : out;
+}
+
 /**
  * The RFC 8785 canonical UTF-8 bytes of a record. Precondition: numbers are safe integers (SPEC §4:
  * no floats); object properties whose value is undefined are omitted.
+ *
+ * Fast path: with only safe integers for numbers, RFC 8785 is JSON.stringify of the value with every
+ * object's keys in UTF-16 code unit order (its strings are ECMAScript's JSON strings), so the value
+ * is put in that order (no copy when it already is) and V8's JSON.stringify prints it — about twice
+ * as fast as the reference serializer, which takes the rare value with index-like keys. A property
+ * test holds the two to the same bytes.
  * @throws NonCanonicalValueError for anything else.
  */
 export function canonicalBytes(record: object): Buffer {
+  const o = ordered(record, '$');
+  if (o !== SLOW) return Buffer.from(JSON.stringify(o), 'utf8');
   check(record, '$');
   const text = canonicalize(record);
   if (text === undefined) throw new NonCanonicalValueError('$');

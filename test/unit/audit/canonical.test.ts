@@ -1,4 +1,6 @@
 import { readFileSync } from 'node:fs';
+import fc from 'fast-check';
+import { createRequire } from 'node:module';
 import { describe, expect, it } from 'vitest';
 import { canonicalBytes, canonicalJson, leafHash, NonCanonicalValueError } from '../../../src/audit/canonical.js';
 import { clean, redactQuery } from '../../../src/audit/record.js';
@@ -35,6 +37,44 @@ describe('canonicalBytes', () => {
 
   it('omits undefined properties and keeps integers', () => {
     expect(canonicalBytes({ b: 2, a: undefined, c: [1, 'x'] }).toString()).toBe('{"b":2,"c":[1,"x"]}');
+  });
+});
+
+describe('canonicalBytes against the reference serializer', () => {
+  const reference = createRequire(import.meta.url)('canonicalize') as (input: unknown) => string | undefined;
+  const key = fc.oneof(fc.string(), fc.constantFrom('0', '1', '10', '9', '01', '-1', '4294967295', '4294967294', 'a', 'B', '\u00e9', '\ud83d\ude00', '\u20ac', '\r'), fc.string({ unit: 'binary', maxLength: 4 }));
+  const leaf = fc.oneof(fc.string(), fc.string({ unit: 'binary' }), fc.maxSafeInteger(), fc.integer(), fc.boolean(), fc.constant(null), fc.constant(-0));
+  const { value } = fc.letrec((tie) => ({
+    value: fc.oneof({ depthSize: 'small' }, leaf, tie('array'), tie('object')),
+    array: fc.array(tie('value'), { maxLength: 5 }),
+    object: fc.dictionary(key, fc.oneof(tie('value'), fc.constant(undefined)), { maxKeys: 8 }),
+  }));
+
+  it('prints the same bytes for any record of strings, safe integers, booleans, null, arrays and objects', () => {
+    fc.assert(
+      fc.property(fc.dictionary(key, value, { maxKeys: 10 }), (record) => {
+        expect(canonicalBytes(record).toString('utf8')).toBe(reference(record));
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
+  it('keeps the caller\'s object untouched, sorted or not, and the same answer for a sorted copy', () => {
+    const unsorted = { b: { d: 1, c: [{ z: 1, a: 2 }] }, a: 'x', u: undefined };
+    const text = canonicalBytes(unsorted).toString('utf8');
+    expect(text).toBe('{"a":"x","b":{"c":[{"a":2,"z":1}],"d":1}}');
+    expect(Object.keys(unsorted)).toEqual(['b', 'a', 'u']);
+    expect(canonicalBytes({ a: 'x', b: { c: [{ a: 2, z: 1 }], d: 1 } }).toString('utf8')).toBe(text);
+  });
+
+  it('orders index-like keys as strings, as RFC 8785 does', () => {
+    expect(canonicalBytes({ b: 1, 10: 2, 9: 3, a: { 2: 1, 1: 0 } }).toString('utf8')).toBe('{"10":2,"9":3,"a":{"1":0,"2":1},"b":1}');
+  });
+
+  it('names the path of a value it refuses, on either path', () => {
+    expect(() => canonicalBytes({ a: { b: [1, 2.5] } })).toThrow('$.a.b[1]');
+    expect(() => canonicalBytes({ 7: { b: [1, 2.5] } })).toThrow('$.7.b[1]');
+    expect(() => canonicalBytes({ a: [undefined] })).toThrow(NonCanonicalValueError);
   });
 });
 

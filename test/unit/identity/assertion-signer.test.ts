@@ -1,7 +1,7 @@
 import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { calculateJwkThumbprint, createLocalJWKSet, decodeProtectedHeader, jwtVerify, type JWTPayload } from 'jose';
+import { calculateJwkThumbprint, createLocalJWKSet, decodeJwt, decodeProtectedHeader, jwtVerify, type JWTPayload } from 'jose';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createAssertionSigner, type AssertionAlgorithm, type AssertionSigner } from '../../../src/identity/assertion-signer.js';
 import type { Identity } from '../../../src/identity/identity.js';
@@ -74,11 +74,29 @@ describe('createAssertionSigner', () => {
     await expect(verify(s, token)).rejects.toThrow(/exp/);
   });
 
-  it('gives every token a different jti', async () => {
+  it('hands out the same token for the same identity and route for 30 s, then a new one', async () => {
     const s = await signer();
-    const a = await verify(s, await s.sign(alice, 'grafana'));
-    const b = await verify(s, await s.sign(alice, 'grafana'));
-    expect(a.jti).not.toBe(b.jti);
+    const first = await s.sign(alice, 'grafana');
+    clock += 29_999;
+    expect(await s.sign(alice, 'grafana')).toBe(first);
+    // Anything a claim depends on gives another token, with its own jti.
+    const others = [
+      await s.sign(alice, 'other-route'),
+      await s.sign({ ...alice, groups: ['eng'] }, 'grafana'),
+      await s.sign({ ...alice, user: 'bob' }, 'grafana'),
+      await s.sign({ ...alice, email: undefined }, 'grafana'),
+      await s.sign({ ...alice, mfa: { factor: 'webauthn', at: clock } }, 'grafana'),
+      await s.sign({ ...alice, authTime: alice.authTime + 1000 }, 'grafana'),
+    ];
+    const jtis = new Set([first, ...others].map((t) => decodeJwt(t).jti));
+    expect(jtis.size).toBe(7);
+    clock += 1;
+    const renewed = await s.sign(alice, 'grafana');
+    expect(renewed).not.toBe(first);
+    // Still at least 30 s to live whenever it is handed out.
+    expect((await verify(s, renewed)).exp).toBe(Math.floor(clock / 1000) + 60);
+    clock -= 5_000; // a clock stepping back never gets a token issued "in the future"
+    expect(await s.sign(alice, 'grafana')).not.toBe(renewed);
   });
 
   it.each([

@@ -76,14 +76,15 @@ export function unparsedRecord(r: UnparsedRequest, opts: { nowMs: number; endNs:
 
 /** The record's identity block. */
 export function recordIdentity(identity: Identity, nowMs: number): RecordIdentity {
+  // Keys in RFC 8785 order, so the canonical serializer need not reorder them (a copy per record).
   return {
-    user: clean(identity.user, CAPS.user),
+    auth: identity.auth,
     ...(identity.email === undefined ? {} : { email: clean(identity.email, CAPS.user) }),
     groups: identity.groups.slice(0, 64).map((g) => clean(g, CAPS.user)),
+    ...(identity.mfa === undefined ? {} : { mfa: { age_s: Math.max(0, Math.floor((nowMs - identity.mfa.at) / 1000)), factor: identity.mfa.factor } }),
     provider: clean(identity.provider, CAPS.user),
-    auth: identity.auth,
     ...(identity.session === undefined ? {} : { session: identity.session }),
-    ...(identity.mfa === undefined ? {} : { mfa: { factor: identity.mfa.factor, age_s: Math.max(0, Math.floor((nowMs - identity.mfa.at) / 1000)) } }),
+    user: clean(identity.user, CAPS.user),
   };
 }
 
@@ -92,31 +93,33 @@ export function requestRecord(req: IncomingMessage, r: AuditedRequest, outcome: 
   const ua = req.headers['user-agent'];
   const query = r.query === undefined ? undefined : clean(redactQuery(r.query, opts.redactParams), CAPS.query);
   const ws = outcome.websocket;
+  // Keys in RFC 8785 order at every level (see recordIdentity); `log`, `prev` and `seq` are added
+  // when the record is chained.
   return {
-    v: 1,
-    id: r.id,
-    ts: new Date(opts.nowMs).toISOString(),
-    kind: outcome.kind,
-    ...(r.routeId === undefined ? {} : { route: r.routeId }),
-    decision: outcome.decision,
-    ...(outcome.reason ?? r.reason ? { reason: clean(outcome.reason ?? r.reason ?? '', CAPS.reason) } : {}),
-    ...(r.identity === undefined ? {} : { identity: recordIdentity(r.identity, opts.nowMs) }),
     client: { ip: r.clientIp, ...(ua === undefined ? {} : { user_agent: clean(ua, CAPS.userAgent) }) },
+    decision: outcome.decision,
+    duration_us: microsBetween(r.startNs, opts.endNs),
+    id: r.id,
+    ...(r.identity === undefined ? {} : { identity: recordIdentity(r.identity, opts.nowMs) }),
+    kind: outcome.kind,
+    ...(outcome.reason ?? r.reason ? { reason: clean(outcome.reason ?? r.reason ?? '', CAPS.reason) } : {}),
     request: {
-      method: clean(r.method, 32),
+      ...(outcome.bytesIn === undefined ? {} : { bytes_in: outcome.bytesIn }),
       host: clean(req.headers.host ?? '', CAPS.host),
+      method: clean(r.method, 32),
       path: clean(r.path ?? req.url?.split('?')[0] ?? '', CAPS.path),
       ...(query === undefined ? {} : { query }),
-      ...(outcome.bytesIn === undefined ? {} : { bytes_in: outcome.bytesIn }),
     },
-    response: { status: outcome.status, ...(outcome.bytesOut === undefined ? {} : { bytes_out: outcome.bytesOut }) },
+    response: { ...(outcome.bytesOut === undefined ? {} : { bytes_out: outcome.bytesOut }), status: outcome.status },
+    ...(r.routeId === undefined ? {} : { route: r.routeId }),
+    ts: new Date(opts.nowMs).toISOString(),
     ...(outcome.upstream === undefined
       ? {}
       : { upstream: { target: outcome.upstream.target, ...(outcome.upstream.ttfbNs === undefined ? {} : { ttfb_us: Number(outcome.upstream.ttfbNs / 1000n) }) } }),
+    v: 1,
     ...(ws === undefined
       ? {}
-      : { websocket: { messages_in: ws.messagesIn, messages_out: ws.messagesOut, bytes_in: ws.bytesIn, bytes_out: ws.bytesOut, duration_us: microsBetween(ws.openNs, opts.endNs) } }),
-    duration_us: microsBetween(r.startNs, opts.endNs),
+      : { websocket: { bytes_in: ws.bytesIn, bytes_out: ws.bytesOut, duration_us: microsBetween(ws.openNs, opts.endNs), messages_in: ws.messagesIn, messages_out: ws.messagesOut } }),
   };
 }
 

@@ -87,11 +87,18 @@ function pgClient(c: ConnectAnswer, extra: Partial<pg.ClientConfig> = {}): pg.Cl
   return new pg.Client({ host: '127.0.0.1', port: c.port, user: c.user, password: c.password, database: c.database, ...extra });
 }
 
-async function records(filter: (r: AuditRecord) => boolean): Promise<AuditRecord[]> {
-  expect(await gw.app.audit.flush(5000)).toBe(true);
-  return readFileSinkRecords(join(gw.dir, 'audit'), INSTANCE)
-    .map((r) => r.record)
-    .filter(filter);
+async function records(filter: (r: AuditRecord) => boolean, atLeast = 0): Promise<AuditRecord[]> {
+  // A session's last record is written when the gateway sees the client's socket close, which may
+  // be a moment after psql has exited: wait (bounded) until `atLeast` records match.
+  const deadline = Date.now() + 5000;
+  for (;;) {
+    expect(await gw.app.audit.flush(5000)).toBe(true);
+    const found = readFileSinkRecords(join(gw.dir, 'audit'), INSTANCE)
+      .map((r) => r.record)
+      .filter(filter);
+    if (found.length >= atLeast || Date.now() > deadline) return found;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
 }
 
 /** The SQLSTATE and severity a connection attempt ends with (`ok` when it succeeds). */
@@ -212,7 +219,7 @@ describe('sessions through the gateway', () => {
     expect(insert?.identity?.session).toMatch(/^[0-9a-f]{16}$/);
     expect(insert?.duration_us).toBeGreaterThan(0);
     const connection = insert?.postgres?.connection;
-    const lifecycle = await records((r) => r.kind === 'postgres' && r.postgres !== undefined && r.postgres.connection === connection && r.postgres.event !== 'statement');
+    const lifecycle = await records((r) => r.kind === 'postgres' && r.postgres !== undefined && r.postgres.connection === connection && r.postgres.event !== 'statement', 2);
     expect(lifecycle.map((l) => [l.postgres?.event, l.decision, l.reason])).toEqual([
       ['connect', 'allow', 'token-ok'],
       ['disconnect', 'allow', 'client-terminated'],

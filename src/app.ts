@@ -40,6 +40,8 @@ import { createMfaEndpoints } from './web/mfa-endpoints.js';
 import { createDatabaseGateway, createDatabaseTokens } from './database/index.js';
 import { createConnectEndpoints } from './web/connect-endpoints.js';
 import { createAuditViewer } from './web/audit-viewer.js';
+import { createCliTokens } from './identity/cli-tokens.js';
+import { createCliEndpoints } from './web/cli-endpoints.js';
 
 /** Everything the app needs from outside. */
 export interface AppOptions {
@@ -83,8 +85,13 @@ export interface App {
   readonly audit: AuditLog;
   /** This instance's checkpoint writer. */
   readonly sealer: Sealer;
-  /** Stops accepting, lets in-flight requests finish up to the grace period, then closes everything. */
-  stop(graceMs?: number): Promise<void>;
+  /**
+   * Drains and stops: /readyz turns 503 at once; after `drainDelayMs` (server.timeouts.drain_delay)
+   * the listeners stop accepting and idle keep-alive connections close; in-flight requests finish
+   * (with Connection: close) up to the grace period; then the audit log (final checkpoint) and the
+   * store close.
+   */
+  stop(graceMs?: number, drainDelayMs?: number): Promise<void>;
 }
 
 /** Splits `host:port` / `[v6]:port` / `:port`. */
@@ -137,7 +144,7 @@ async function sealSigners(audit: Config['audit'], logger: Logger): Promise<{ si
  */
 function createCredentialStore(config: Readonly<Config>, logger: Logger): CredentialStore {
   if (config.store.type === 'redis' && config.store.redis !== undefined) {
-    return createRedisCredentialStore({ url: config.store.redis.url, keyPrefix: config.store.redis.key_prefix, logger });
+    return createRedisCredentialStore({ connection: config.store.redis, keyPrefix: config.store.redis.key_prefix, logger });
   }
   return createFileCredentialStore(resolve(config.mfa.credentials_file));
 }
@@ -229,7 +236,14 @@ export async function createApp(opts: AppOptions): Promise<App> {
   // Database listeners (SPEC §7): tokens bound to web sessions; the current config's databases.
   const dbTokens = createDatabaseTokens({ store, sessions: identity.sessions, now });
   const databases = createDatabaseGateway({ databases: () => current.config.databases, tokens: dbTokens, audit, channels, logger: logger.child({ component: 'database' }), now });
+  // Gateway-issued CLI tokens (docs/cli-protocol.md); a refresh token lives as long as a session may.
+  const cliTokens = createCliTokens({ store, now, refreshTtlMs: () => current.config.identity.session.max_lifetime });
+  const authenticator =
+    opts.authenticator ??
+    createAuthenticator({ sessions: identity.sessions, bearer: () => identity.bearer(), oidc: (id) => identity.oidc(id), logger, now, events: authEvents, cliTokens });
   const endpoints: GatewayEndpointHandler = createGatewayEndpoints({
+    cli: createCliEndpoints({ kit, cli: cliTokens, sessions: identity.sessions, store, tokenStepUp, challenge: (req) => authenticator.challenge?.(req), events: authEvents, logger, now }),
+    tokenStepUp,
     mfa: createMfaEndpoints({ kit, mfa, logger }),
     connect: createConnectEndpoints({ kit, tokens: dbTokens, sessionHandle: (s) => identity.sessions.handleOf(s), tokenStepUp, events: authEvents, logger, now }),
     auditViewer,
@@ -243,10 +257,6 @@ export async function createApp(opts: AppOptions): Promise<App> {
     logger,
     now,
   });
-  const authenticator =
-    opts.authenticator ??
-    createAuthenticator({ sessions: identity.sessions, bearer: () => identity.bearer(), oidc: (id) => identity.oidc(id), logger, now, events: authEvents });
-
   const pipeline = createPipeline({
     snapshot: () => current,
     authenticator,
@@ -422,8 +432,11 @@ export async function createApp(opts: AppOptions): Promise<App> {
       return true;
     },
     applyConfig,
-    async stop(graceMs = current.config.server.timeouts.shutdown_grace) {
+    async stop(graceMs = current.config.server.timeouts.shutdown_grace, drainDelayMs = current.config.server.timeouts.drain_delay) {
+      // Readiness turns 503 now. During drain_delay both listeners keep accepting (every response
+      // with Connection: close) so balancers see the 503 and stop sending; then both stop accepting.
       draining = true;
+      if (drainDelayMs > 0) await new Promise<void>((resolve) => setTimeout(resolve, drainDelayMs));
       const closed = Promise.all([
         new Promise<void>((resolve) => server.close(() => resolve())),
         new Promise<void>((resolve) => admin.close(() => resolve())),

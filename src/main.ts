@@ -4,17 +4,6 @@
  */
 import { hostname } from 'node:os';
 import type { CliIo } from './cli/io.js';
-import { runAuditExport } from './cli/audit-export.js';
-import { runAuditProve } from './cli/audit-prove.js';
-import { runAuditQuery } from './cli/audit-query.js';
-import { runAuditTail } from './cli/audit-tail.js';
-import { runAuditVerify } from './cli/audit-verify.js';
-import { runConfigCheck } from './cli/config-check.js';
-import { runConfigSchema } from './cli/config-schema.js';
-import { runEcho } from './cli/echo.js';
-import { runKeysGenerate } from './cli/keys.js';
-import { runServe } from './cli/serve.js';
-import { runUsersAdd } from './cli/users.js';
 
 const USAGE = `Usage: portcullis <command> [options]
 
@@ -31,23 +20,42 @@ Commands:
   audit prove --index N        print an RFC 9162 inclusion proof for record N (C2SP tlog-proof)
   echo [--listen HOST:PORT]    run the demo echo upstream
 
+From the terminal (an engineer's machine):
+  login --gateway URL          sign in through the browser (--device: with a code on another device)
+  logout                       revoke the command line's token on the gateway and forget it
+  token [--raw]                show who you are signed in as, until when; --raw: only the token
+  curl [--] CURL ARGS…         run curl with your token; walks you through a step-up when asked
+  exec -- CMD…                 run CMD with PORTCULLIS_TOKEN (and PORTCULLIS_AUTHORIZATION) set
+  tunnel --route ID --listen 127.0.0.1:PORT     local HTTP listener that adds your token
+  tunnel --database ID --listen 127.0.0.1:PORT  local PostgreSQL listener: psql needs no password
+
 Every command accepts --help.
 `;
 
 type Command = (args: readonly string[], io: CliIo) => Promise<number>;
 
-const COMMANDS: Readonly<Record<string, Command>> = {
-  serve: runServe,
-  'config check': runConfigCheck,
-  'config schema': runConfigSchema,
-  'users add': runUsersAdd,
-  'keys generate': runKeysGenerate,
-  'audit query': runAuditQuery,
-  'audit tail': runAuditTail,
-  'audit verify': runAuditVerify,
-  'audit export': runAuditExport,
-  'audit prove': runAuditProve,
-  echo: runEcho,
+/**
+ * Each command's module is loaded when it runs, not at start: `portcullis token` or `audit verify`
+ * should not pay for loading the whole gateway (about 1 s of CPU on a small VM).
+ */
+const COMMANDS: Readonly<Record<string, () => Promise<Command>>> = {
+  serve: async () => (await import('./cli/serve.js')).runServe,
+  'config check': async () => (await import('./cli/config-check.js')).runConfigCheck,
+  'config schema': async () => (await import('./cli/config-schema.js')).runConfigSchema,
+  'users add': async () => (await import('./cli/users.js')).runUsersAdd,
+  'keys generate': async () => (await import('./cli/keys.js')).runKeysGenerate,
+  'audit query': async () => (await import('./cli/audit-query.js')).runAuditQuery,
+  'audit tail': async () => (await import('./cli/audit-tail.js')).runAuditTail,
+  'audit verify': async () => (await import('./cli/audit-verify.js')).runAuditVerify,
+  'audit export': async () => (await import('./cli/audit-export.js')).runAuditExport,
+  'audit prove': async () => (await import('./cli/audit-prove.js')).runAuditProve,
+  echo: async () => (await import('./cli/echo.js')).runEcho,
+  login: async () => (await import('./cli/login.js')).runLogin,
+  logout: async () => (await import('./cli/logout.js')).runLogout,
+  token: async () => (await import('./cli/token.js')).runToken,
+  curl: async () => (await import('./cli/curl.js')).runCurlCommand,
+  exec: async () => (await import('./cli/exec.js')).runExec,
+  tunnel: async () => (await import('./cli/tunnel.js')).runTunnel,
 };
 
 /** Runs the command line `argv` (without node and script); resolves with the exit code. */
@@ -72,9 +80,9 @@ export async function main(argv: readonly string[], io?: CliIo): Promise<number>
     return first === undefined ? 2 : 0;
   }
   const two = second === undefined ? undefined : COMMANDS[`${first} ${second}`];
-  if (two !== undefined) return two(rest, cliIo);
+  if (two !== undefined) return (await two())(rest, cliIo);
   const one = COMMANDS[first];
-  if (one !== undefined) return one(argv.slice(1), cliIo);
+  if (one !== undefined) return (await one())(argv.slice(1), cliIo);
   cliIo.stderr(`unknown command: ${argv.join(' ')}\n\n${USAGE}`);
   return 2;
 }

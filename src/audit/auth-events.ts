@@ -25,7 +25,11 @@ export interface AuthEvent {
     | 'mfa_remove'
     | 'mfa_recovery_codes'
     | 'db_token_issue'
-    | 'db_token_revoke';
+    | 'db_token_revoke'
+    | 'cli_token_issue'
+    | 'cli_token_refresh'
+    | 'cli_token_revoke'
+    | 'cli_token_refused';
   readonly provider: string;
   /** The user, when known (a failed login records what was typed, capped). */
   readonly user: string | undefined;
@@ -41,10 +45,12 @@ export interface AuthEvent {
   readonly credential?: string;
   /** For `db_token_*` actions: the database id. */
   readonly database?: string;
+  /** For `cli_token_*` actions: the token's reference (SHA-256, never the token), label and binding. */
+  readonly cliToken?: { readonly ref: string | undefined; readonly label: string | undefined; readonly bound: boolean };
 }
 
 /** Actions that record something the user did successfully (`decision: allow`); the rest are refusals. */
-const ALLOWED_ACTIONS: ReadonlySet<AuthEvent['action']> = new Set(['login', 'logout', 'mfa_success', 'mfa_enroll', 'mfa_remove', 'mfa_recovery_codes', 'db_token_issue', 'db_token_revoke']);
+const ALLOWED_ACTIONS: ReadonlySet<AuthEvent['action']> = new Set(['login', 'logout', 'mfa_success', 'mfa_enroll', 'mfa_remove', 'mfa_recovery_codes', 'db_token_issue', 'db_token_revoke', 'cli_token_issue', 'cli_token_refresh', 'cli_token_revoke']);
 
 /** Where identity events go. */
 export interface AuthEventSink {
@@ -75,6 +81,13 @@ export function createAuditAuthEventSink(log: AuditLog, logger: Logger, also?: A
           ...(event.factor === undefined ? {} : { factor: event.factor }),
           ...(event.credential === undefined ? {} : { credential: clean(event.credential, CAPS.reason) }),
           ...(event.database === undefined ? {} : { database: event.database }),
+          ...(event.cliToken === undefined
+            ? {}
+            : {
+                ...(event.cliToken.ref === undefined ? {} : { token: event.cliToken.ref }),
+                ...(event.cliToken.label === undefined ? {} : { label: clean(event.cliToken.label, CAPS.reason) }),
+                bound: event.cliToken.bound,
+              }),
         },
       };
       if (log.admission() === 'unanchored') {

@@ -1,6 +1,6 @@
 /**
  * Builds the audit sink the configuration asks for (`audit.sink`): `file` (the embedded default) or
- * `redis` (Redis Streams).
+ * `redis` (Redis Streams; one node, Sentinel or Cluster).
  */
 import type { Logger } from 'pino';
 import type { Config } from '../config/index.js';
@@ -24,6 +24,6 @@ export function createAuditSink(config: Config['audit']['sink'], opts: CreateAud
     case 'file':
       return createFileSink({ dir: config.dir, ...logger });
     case 'redis':
-      return createRedisSink({ url: config.url, stream: config.stream, ...logger });
+      return createRedisSink({ connection: config, stream: config.stream, ...logger });
   }
 }

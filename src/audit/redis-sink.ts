@@ -1,6 +1,7 @@
 /**
  * The Redis audit sink: each log is two streams (SPEC §5), `<stream>:{<log>}:records` and
- * `<stream>:{<log>}:checkpoints`; the hash tag keeps both in one cluster slot.
+ * `<stream>:{<log>}:checkpoints`; the hash tag keeps both in one cluster slot, so each MULTI/EXEC
+ * batch is single-slot under Redis Cluster (the same key names with one node, Sentinel or Cluster).
  *
  * Records. Record `seq` is the entry with the explicit ID `0-<seq+1>` (`0-0` is not a valid ID) and the
  * one field `r` holding exactly its canonical bytes. Explicit IDs make a re-send harmless: Redis refuses
@@ -34,12 +35,14 @@
 import type { Logger } from 'pino';
 import { AuditSinkConflictError, AuditSinkGapError, type AuditSink, type LogHead, type StoredRecord } from './sink.js';
 import { checkLog, checkRange, checkRecords, isLogName, takeRound, type PendingAppend } from './sink-input.js';
-import { createFailFastRedis, quitOrDisconnect } from '../store/fail-fast-redis.js';
+import { createRedisConnection, quitOrDisconnect, scanKeys, type RedisConnectionConfig } from '../store/redis-connection.js';
 
 /** Options for {@link createRedisSink}. */
 export interface RedisSinkOptions {
-  /** `redis://[user:pass@]host:port/db` or `rediss://…` for TLS. */
-  readonly url: string;
+  /** `redis://[user:pass@]host:port/db` or `rediss://…` for TLS (one node). Ignored when `connection` is given. */
+  readonly url?: string;
+  /** One node, Sentinel or Cluster, as configured in a redis `audit.sink` (src/store/redis-connection.ts). */
+  readonly connection?: RedisConnectionConfig;
   /** The key prefix of every log's streams, e.g. `portcullis:audit`. */
   readonly stream: string;
   /** Connection state changes are logged on a `{component: 'audit-sink'}` child. */
@@ -103,8 +106,8 @@ interface LogState {
 export function createRedisSink(opts: RedisSinkOptions): AuditSink {
   const log = opts.logger?.child({ component: 'audit-sink', sink: 'redis' });
   let closing: Promise<void> | undefined;
-  const redis = createFailFastRedis({
-    url: opts.url,
+  const redis = createRedisConnection({
+    connection: opts.connection ?? { url: opts.url },
     connectionName: 'portcullis-audit',
     what: 'redis audit sink',
     logger: log,
@@ -120,6 +123,14 @@ export function createRedisSink(opts: RedisSinkOptions): AuditSink {
   redis.on('close', () => {
     epoch++;
   });
+  // A Cluster (or a failover in it) changes which node holds a log without closing the cluster
+  // connection: a node joining or leaving the connection pool once connected ends the cached head's
+  // validity too. (The pool filling up during the first connect changes nothing.)
+  for (const event of ['+node', '-node']) {
+    redis.on(event, () => {
+      if (redis.status === 'ready') epoch++;
+    });
+  }
 
   const states = new Map<string, LogState>();
   const recordsKey = (name: string): string => `${opts.stream}:{${name}}:records`;
@@ -320,17 +331,13 @@ export function createRedisSink(opts: RedisSinkOptions): AuditSink {
       assertOpen();
       const prefix = `${opts.stream}:{`;
       const found = new Set<string>();
-      let cursor = '0';
-      do {
-        const [next, keys] = await redis.scan(cursor, 'MATCH', `${escapeGlob(prefix)}*}:*`, 'COUNT', SCAN_COUNT);
-        for (const key of keys) {
-          const suffix = key.endsWith('}:records') ? '}:records' : key.endsWith('}:checkpoints') ? '}:checkpoints' : undefined;
-          if (suffix === undefined || !key.startsWith(prefix)) continue;
-          const name = key.slice(prefix.length, key.length - suffix.length);
-          if (isLogName(name)) found.add(name);
-        }
-        cursor = next;
-      } while (cursor !== '0');
+      // Every master of a Cluster (SCAN is per node).
+      for (const key of await scanKeys(redis, `${escapeGlob(prefix)}*}:*`, SCAN_COUNT)) {
+        const suffix = key.endsWith('}:records') ? '}:records' : key.endsWith('}:checkpoints') ? '}:checkpoints' : undefined;
+        if (suffix === undefined || !key.startsWith(prefix)) continue;
+        const name = key.slice(prefix.length, key.length - suffix.length);
+        if (isLogName(name)) found.add(name);
+      }
       return [...found].sort();
     },
 

@@ -10,6 +10,7 @@ import { createAuditSink } from '../audit/create-sink.js';
 import { matches, parseFilter, type RecordFilter } from '../audit/record-filter.js';
 import type { AuditSink, StoredRecord } from '../audit/sink.js';
 import { formatIssues, loadConfigFile, type Config } from '../config/index.js';
+import { DEFAULT_REDIS_URL } from '../store/redis-connection.js';
 import { configPath, parseCommand, type CliIo, type CommandOptions } from './io.js';
 
 /** The options `audit query` and `audit tail` share. */
@@ -71,7 +72,14 @@ function redactUrl(url: string): string {
 
 /** The configured sink, described for messages. */
 export function describeSink(config: Config['audit']['sink']): string {
-  return config.type === 'file' ? `the file sink in ${config.dir}` : `the redis sink at ${redactUrl(config.url)} (stream ${config.stream})`;
+  if (config.type === 'file') return `the file sink in ${config.dir}`;
+  const where =
+    config.cluster !== undefined
+      ? `cluster ${config.cluster.nodes.join(',')}`
+      : config.sentinel !== undefined
+        ? `sentinel group ${config.sentinel.name} (${config.sentinel.nodes.join(',')})`
+        : redactUrl(config.url ?? DEFAULT_REDIS_URL);
+  return `the redis sink at ${where} (stream ${config.stream})`;
 }
 
 /** The message of whatever was thrown. */

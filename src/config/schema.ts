@@ -101,6 +101,51 @@ const httpUrl = (what: string) =>
 
 const redisUrl = z.string().regex(/^rediss?:\/\//, 'expected a redis:// or rediss:// URL');
 
+/** `host:port` of a Redis node or sentinel (`[v6]:port` for IPv6). */
+const redisNode = z
+  .string()
+  .regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9._-]+):\d{1,5}$/, 'expected host:port, e.g. redis-0:6379 (IPv6: [::1]:6379)')
+  .refine((v) => Number(/:(\d+)$/.exec(v)?.[1] ?? 0) <= 65535, 'the port must be at most 65535');
+
+/** Sentinel: the sentinels tell the gateway which node is the current master, and follow failovers. */
+const redisSentinel = z.strictObject({
+  name: z.string().min(1).meta({ description: 'The master group name the sentinels monitor (sentinel monitor <name> …)' }),
+  nodes: z.array(redisNode).min(1).meta({ description: 'Sentinels, host:port (usually 26379); give all of them' }),
+  username: z.string().min(1).optional().meta({ description: 'ACL user on the data nodes' }),
+  password: z.string().min(1).optional().meta({ description: 'Password on the data nodes (use ${ENV} substitution)' }),
+  sentinel_username: z.string().min(1).optional(),
+  sentinel_password: z.string().min(1).optional(),
+  db: z.int().min(0).max(15).default(0),
+  tls: z.boolean().default(false).meta({ description: 'TLS to the sentinels and the data nodes (system CAs)' }),
+});
+
+/** Cluster: seed nodes; the gateway learns the slot map from them and follows MOVED/failovers. */
+const redisCluster = z.strictObject({
+  nodes: z.array(redisNode).min(1).meta({ description: 'Seed nodes, host:port; one reachable node is enough, give several' }),
+  username: z.string().min(1).optional(),
+  password: z.string().min(1).optional().meta({ description: 'Use ${ENV} substitution' }),
+  tls: z.boolean().default(false).meta({ description: 'TLS to every node (system CAs)' }),
+});
+
+/**
+ * How to reach Redis, shared by `store.redis` and a redis `audit.sink`: exactly one of `url` (one node;
+ * the default, redis://127.0.0.1:6379/0, when none is given), `sentinel` or `cluster`.
+ */
+const redisConnectionShape = {
+  url: redisUrl.optional().meta({ description: 'One Redis node: redis://[user:pass@]host:port/db or rediss:// (TLS). Default redis://127.0.0.1:6379/0 when neither sentinel nor cluster is given' }),
+  sentinel: redisSentinel.optional().meta({ description: 'Redis Sentinel (instead of url or cluster)' }),
+  cluster: redisCluster.optional().meta({ description: 'Redis Cluster (instead of url or sentinel)' }),
+};
+
+/** Reports a second (or third) of url/sentinel/cluster at its own place in the file. */
+const oneRedisConnection = (v: unknown, ctx: z.RefinementCtx): void => {
+  if (!isRecord(v)) return;
+  const given = (['url', 'sentinel', 'cluster'] as const).filter((k) => v[k] !== undefined);
+  for (const extra of given.slice(1)) {
+    ctx.addIssue({ code: 'custom', path: [extra], message: `give only one of url, sentinel and cluster (${given[0] ?? ''} is already given)` });
+  }
+};
+
 const identifier = z
   .string()
   .regex(/^[a-z0-9][a-z0-9_-]{0,62}$/, 'expected a lower-case id: letters, digits, - and _, at most 63 characters');
@@ -303,6 +348,9 @@ const server = z.strictObject({
       request_body: duration.prefault('30s').meta({ description: 'The longest silence while a client sends a request body (then 408)' }),
       keep_alive: duration.prefault('5s'),
       shutdown_grace: duration.prefault('30s'),
+      drain_delay: duration
+        .prefault('0s')
+        .meta({ description: 'After SIGTERM, keep accepting this long (with /readyz 503 and Connection: close on every response) before closing the listener, so load balancers stop sending first' }),
     })
     .prefault({}),
 });
@@ -310,7 +358,8 @@ const server = z.strictObject({
 const store = z.strictObject({
   type: z.enum(['memory', 'redis']).default('memory'),
   redis: z
-    .strictObject({ url: redisUrl.default('redis://127.0.0.1:6379/0'), key_prefix: z.string().default('portcullis:') })
+    .strictObject({ ...redisConnectionShape, key_prefix: z.string().default('portcullis:') })
+    .superRefine(oneRedisConnection)
     .optional(),
 });
 
@@ -345,6 +394,18 @@ const identity = z.strictObject({
     })
     .prefault({})
     .meta({ description: 'Failed sign-ins allowed per user and per client IP within the window before further attempts are refused' }),
+  cli_tokens: z
+    .strictObject({
+      enabled: z.boolean().default(true),
+      ttl: duration
+        .prefault('12h')
+        .refine((ms) => ms >= 60_000 && ms <= 12 * 3_600_000, 'cli_tokens.ttl must be between 1m and 12h')
+        .meta({ description: 'Lifetime of a CLI access token (at most 12h); refresh gives a new one while the authorizing browser session lives' }),
+      require_binding: z.boolean().default(false).meta({ description: 'Refuse tokens not bound to a key with DPoP (RFC 9449)' }),
+      mfa: mfaRequirement.optional().meta({ description: 'A second factor this fresh is required before a CLI token is issued' }),
+    })
+    .prefault({})
+    .meta({ description: 'Gateway-issued tokens for the portcullis command line (docs/cli-protocol.md)' }),
 });
 
 const mfa = z.strictObject({
@@ -385,9 +446,9 @@ const auditSink = z.discriminatedUnion('type', [
   z.strictObject({ type: z.literal('file'), dir: z.string().min(1).default('data/audit') }),
   z.strictObject({
     type: z.literal('redis'),
-    url: redisUrl.default('redis://127.0.0.1:6379/0'),
+    ...redisConnectionShape,
     stream: z.string().min(1).default('portcullis:audit'),
-  }),
+  }).superRefine(oneRedisConnection),
 ]);
 
 const audit = z.strictObject({

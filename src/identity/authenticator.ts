@@ -1,9 +1,9 @@
 /**
  * Finds who is asking (the pipeline's Authenticator port): an `Authorization: Bearer` JWT from a
- * configured issuer, else the session cookie. A request that presents a bearer token is judged by
- * that token alone — an invalid token never falls back to a cookie.
+ * configured issuer, a gateway-issued CLI token (`Bearer pct_…`, or `DPoP pct_…` with a `DPoP` proof
+ * for a key-bound one; docs/cli-protocol.md), else the session cookie. A request that presents a
+ * token is judged by that token alone — an invalid token never falls back to a cookie.
  */
-import { createHash } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import type { Logger } from 'pino';
 import type { Authenticator } from '../proxy/pipeline.js';
@@ -14,6 +14,9 @@ import type { Identity } from './identity.js';
 import type { OidcClient } from './oidc-client.js';
 import { sessionReference, type Session, type SessionManager } from './sessions.js';
 import type { AuthEventSink } from '../audit/auth-events.js';
+import { ACCESS_TOKEN_RE, tokenReference, verifyDpop, type CliTokens } from './cli-tokens.js';
+
+export { tokenReference };
 
 /** What the authenticator needs. */
 export interface AuthenticatorDeps {
@@ -26,20 +29,85 @@ export interface AuthenticatorDeps {
   readonly now: () => number;
   /** Where a session ended by the IdP (refused refresh) is recorded. */
   readonly events?: AuthEventSink;
+  /** Gateway-issued CLI tokens (absent: `pct_…` tokens are not recognised). */
+  readonly cliTokens?: CliTokens;
 }
 
 /** `Bearer <token>`; the scheme is case-insensitive (RFC 9110 §11.1). */
 const BEARER_SCHEME_RE = /^bearer(?: |$)/i;
 const BEARER_RE = /^bearer +([A-Za-z0-9_.~+/=-]+) *$/i;
-
-/** Names a bearer token in step-up grants: base64url SHA-256 of the token (the token is never stored). */
-export function tokenReference(token: string): string {
-  return createHash('sha256').update(token).digest('base64url');
-}
+/** `DPoP <token>` (RFC 9449 §7.1). */
+const DPOP_SCHEME_RE = /^dpop(?: |$)/i;
+const DPOP_RE = /^dpop +(pct_[A-Za-z0-9_-]{43}) *$/i;
+/** RFC 9449 §7.1 / RFC 6750 §3.1: what a refused (bound, or DPoP-presented) CLI token is told. */
+export const DPOP_INVALID_TOKEN_CHALLENGE = 'DPoP error="invalid_token", algs="ES256 EdDSA"';
+const BEARER_INVALID_TOKEN_CHALLENGE = 'Bearer realm="portcullis", error="invalid_token"';
 
 /** Creates the authenticator. */
 export function createAuthenticator(deps: AuthenticatorDeps): Authenticator {
   const refreshing = new Map<string, Promise<Session | undefined>>();
+  /** The challenge for a request whose CLI token was refused (read by the pipeline's 401). */
+  const challenges = new WeakMap<IncomingMessage, string>();
+  /**
+   * Requests whose DPoP proof was already verified (by token reference): an open WebSocket re-checks
+   * its request on a timer, and the same proof must not then count as its own replay. The token
+   * record itself is looked up every time, so a revocation is seen at the next check.
+   */
+  const provenFor = new WeakMap<IncomingMessage, string>();
+
+  /**
+   * A gateway-issued CLI token: its record in the store (one lookup; revocation is seen at once), and
+   * for a key-bound token a valid, fresh, unreplayed DPoP proof for this very request.
+   */
+  async function fromCliToken(req: IncomingMessage, snapshot: Snapshot, token: string, scheme: 'bearer' | 'dpop'): Promise<Identity | undefined> {
+    const cli = deps.cliTokens;
+    function refuse(challenge: string): Identity | undefined {
+      challenges.set(req, challenge);
+      return undefined;
+    }
+    const invalid = scheme === 'dpop' ? DPOP_INVALID_TOKEN_CHALLENGE : BEARER_INVALID_TOKEN_CHALLENGE;
+    if (cli === undefined || !snapshot.config.identity.cli_tokens.enabled || !ACCESS_TOKEN_RE.test(token)) return refuse(invalid);
+    const ref = tokenReference(token);
+    const record = await cli.lookup(ref);
+    if (record === undefined) return refuse(invalid);
+    if (record.jkt === undefined) {
+      // An unbound token is a plain bearer token; presenting it as DPoP is a client error.
+      if (scheme !== 'bearer') return refuse(invalid);
+    } else {
+      if (scheme !== 'dpop') return refuse(DPOP_INVALID_TOKEN_CHALLENGE);
+      if (provenFor.get(req) !== ref) {
+        const proof = req.headers.dpop;
+        if (typeof proof !== 'string') return refuse(DPOP_INVALID_TOKEN_CHALLENGE);
+        const scheme2 = new URL(snapshot.config.server.public_url).protocol;
+        const url = req.url ?? '/';
+        const q = url.indexOf('?');
+        const r = await verifyDpop(cli, proof, {
+          method: req.method ?? 'GET',
+          url: `${scheme2}//${(req.headers.host ?? '').toLowerCase()}${q === -1 ? url : url.slice(0, q)}`,
+          accessToken: token,
+          jkt: record.jkt,
+          now: deps.now(),
+        });
+        if (!r.ok) {
+          deps.logger.debug({ reason: r.reason }, 'DPoP proof refused');
+          return refuse(DPOP_INVALID_TOKEN_CHALLENGE);
+        }
+        provenFor.set(req, ref);
+      }
+    }
+    return {
+      user: record.user,
+      email: record.email,
+      groups: record.groups,
+      provider: record.provider,
+      auth: 'cli',
+      session: record.session,
+      authTime: record.authTime,
+      mfa: record.mfa,
+      amr: record.amr,
+      tokenRef: ref,
+    };
+  }
 
   /** Re-validates an OIDC session whose access token expired; undefined when the IdP says no. */
   async function refresh(session: Session, req: IncomingMessage): Promise<Session | undefined> {
@@ -110,10 +178,19 @@ export function createAuthenticator(deps: AuthenticatorDeps): Authenticator {
       // Other schemes (Basic for an upstream app's own login …) are the upstream's business.
       if (authorization !== undefined && BEARER_SCHEME_RE.test(authorization)) {
         const m = BEARER_RE.exec(authorization);
-        return m?.[1] === undefined ? undefined : fromBearer(m[1]);
+        if (m?.[1] === undefined) return undefined;
+        return m[1].startsWith('pct_') ? fromCliToken(req, snapshot, m[1], 'bearer') : fromBearer(m[1]);
+      }
+      // `DPoP pct_…` is ours; another DPoP token belongs to the upstream, like Basic.
+      if (authorization !== undefined && DPOP_SCHEME_RE.test(authorization)) {
+        const m = DPOP_RE.exec(authorization);
+        if (m?.[1] !== undefined) return fromCliToken(req, snapshot, m[1], 'dpop');
       }
       const id = readCookie(req.headers.cookie, cookiePolicy(snapshot.config.server.public_url).session);
       return id === undefined ? undefined : fromSession(id, req);
+    },
+    challenge(req: IncomingMessage): string | undefined {
+      return challenges.get(req);
     },
   };
 }

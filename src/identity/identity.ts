@@ -16,8 +16,12 @@ export interface Identity {
   readonly email: string | undefined;
   readonly groups: readonly string[];
   readonly provider: string;
-  readonly auth: 'cookie' | 'bearer' | 'token';
-  /** Short hash of the session id (never the id itself), when the identity comes from a session. */
+  /** `cookie` session, `bearer` IdP JWT, `cli` gateway-issued CLI token, `token` database password. */
+  readonly auth: 'cookie' | 'bearer' | 'cli' | 'token';
+  /**
+   * Short hash of the session id (never the id itself), when the identity comes from a session (for a
+   * CLI token: the browser session that authorized it).
+   */
   readonly session: string | undefined;
   /** Epoch milliseconds of the primary sign-in. */
   readonly authTime: number;
@@ -26,7 +30,7 @@ export interface Identity {
   /** How the primary sign-in was made (RFC 8176 values such as `pwd`), when known. */
   readonly amr?: readonly string[];
   /**
-   * For a bearer identity: base64url SHA-256 of the token, naming it in step-up grants (a browser
+   * For a bearer or CLI-token identity: base64url SHA-256 of the token, naming it in step-up grants (a browser
    * step-up confirms one token; the token itself is never stored).
    */
   readonly tokenRef?: string;

@@ -12,6 +12,9 @@
  * through one store object are queued in-process, so they never race each other; races remain only
  * between processes or store objects.
  *
+ * Cluster: the script reads and writes only KEYS[1], so it is slot-safe (ioredis routes it by that
+ * key); the key names are the same with one node, Sentinel or Cluster.
+ *
  * Why a script and not WATCH/MULTI/EXEC: WATCH belongs to the connection, and one connection carries
  * every concurrent request of a process (and may be shared with other code). The EXEC of one update
  * would clear the WATCH of another update in flight on the same connection, whose EXEC would then
@@ -29,8 +32,9 @@
  * `close()` `get` and `update` reject.
  */
 import type { Redis } from 'ioredis';
+import { createRedisConnection, type RedisClient, type RedisConnectionConfig } from '../store/redis-connection.js';
 import type { Logger } from 'pino';
-import { createFailFastRedis, quitOrDisconnect } from '../store/fail-fast-redis.js';
+import { quitOrDisconnect } from '../store/fail-fast-redis.js';
 import {
   checkOpen,
   checkUserName,
@@ -48,7 +52,9 @@ import type { CredentialStore, UserFactors } from './factors.js';
 export type RedisCredentialStoreOptions =
   | {
       /** `redis://[user:pass@]host:port/db` or `rediss://…`; the store opens and owns its connection. */
-      readonly url: string;
+      readonly url?: string;
+      /** One node, Sentinel or Cluster (`store.redis`); when given, `url` is ignored. */
+      readonly connection?: RedisConnectionConfig;
       /** Put in front of every key (`<keyPrefix>mfa:<user>`), e.g. `portcullis:`. */
       readonly keyPrefix: string;
       /** How long one command may take, including time queued before the first connect. Default 1000. */
@@ -59,8 +65,8 @@ export type RedisCredentialStoreOptions =
       readonly logger?: Logger;
     }
   | {
-      /** An existing connection (ideally from createFailFastRedis); the store never closes it. */
-      readonly redis: Redis;
+      /** An existing connection (ideally from createRedisConnection); the store never closes it. */
+      readonly redis: Redis | RedisClient;
       readonly keyPrefix: string;
     };
 
@@ -96,11 +102,11 @@ function backoffMs(attempt: number): number {
 export function createRedisCredentialStore(opts: RedisCredentialStoreOptions): CredentialStore {
   let closed = false;
   let closing: Promise<void> | undefined;
-  const owned = 'url' in opts;
-  const redis =
-    'url' in opts
-      ? createFailFastRedis({
-          url: opts.url,
+  const owned = !('redis' in opts);
+  const redis: RedisClient =
+    !('redis' in opts)
+      ? createRedisConnection({
+          connection: opts.connection ?? { url: opts.url },
           connectionName: 'portcullis-mfa',
           what: 'redis credential store',
           logger: opts.logger?.child({ component: 'mfa-store' }),

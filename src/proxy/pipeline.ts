@@ -36,6 +36,8 @@ export type DecisionLabel = 'allow' | 'deny' | 'step_up' | 'unauthenticated' | '
 /** Finds who is asking; returns undefined when the request carries no valid identity. */
 export interface Authenticator {
   authenticate(req: IncomingMessage, snapshot: Snapshot): Promise<Identity | undefined> | Identity | undefined;
+  /** The `WWW-Authenticate` for a request whose token was refused, when not the default (DPoP, RFC 9449 §7.1). */
+  challenge?(req: IncomingMessage): string | undefined;
 }
 
 /**
@@ -255,7 +257,7 @@ function stepUpVerdict(ctx: RequestContext, requirement: MfaRequirementConfig): 
   const publicUrl = new URL(ctx.snapshot.config.server.public_url);
   const tokenRef = ctx.identity?.tokenRef;
   const stepUpUrl =
-    ctx.identity?.auth === 'bearer' && tokenRef !== undefined
+    (ctx.identity?.auth === 'bearer' || ctx.identity?.auth === 'cli') && tokenRef !== undefined
       ? `${publicUrl.origin}/.portcullis/mfa?token=${tokenRef}&factors=${requirement.factors.join(',')}`
       : `${publicUrl.protocol}//${ctx.req.headers.host ?? publicUrl.host}/.portcullis/mfa?rd=${encodeURIComponent(returnPath(ctx))}`;
   const body = {
@@ -423,7 +425,11 @@ async function runSteps(req: IncomingMessage, ctx: RequestContext, deps: Pipelin
   if (!match.route.public) ctx.identity = await authenticateStep(req, ctx, deps);
   const verdict = decideStep(ctx, match, deps.now());
   const who = ctx.identity;
-  if (ctx.decision?.effect !== 'step_up' || who?.auth !== 'bearer' || deps.tokenStepUp === undefined) return verdict;
+  if (ctx.decision?.effect === 'unauthenticated') {
+    const challenge = deps.authenticator.challenge?.(req);
+    if (challenge !== undefined) return fail(ctx, 'GW_ERR_AUTH_REQUIRED', 'unauthenticated', { headers: { 'www-authenticate': challenge } });
+  }
+  if (ctx.decision?.effect !== 'step_up' || (who?.auth !== 'bearer' && who?.auth !== 'cli') || deps.tokenStepUp === undefined) return verdict;
   let grant: MfaCheck | undefined;
   try {
     grant = await deps.tokenStepUp(who);
@@ -586,7 +592,7 @@ export function createPipeline(deps: PipelineDeps) {
       upstreamHost: route.preserve_host ? host : upstream.url.host,
       requestId: ctx.id,
       identityHeaders: await upstreamIdentity(ctx, route.id),
-      dropAuthorization: ctx.identity?.auth === 'bearer',
+      dropAuthorization: ctx.identity?.auth === 'bearer' || ctx.identity?.auth === 'cli',
       contentLength: hasContentLength ? cl : undefined,
     });
     // Only now, with the request judged and admitted, is the client invited to send its body.
@@ -788,7 +794,7 @@ export function createPipeline(deps: PipelineDeps) {
         upstreamHost: route.preserve_host ? host : upstream.url.host,
         requestId: ctx.id,
         identityHeaders: await upstreamIdentity(ctx, route.id),
-        dropAuthorization: ctx.identity?.auth === 'bearer',
+        dropAuthorization: ctx.identity?.auth === 'bearer' || ctx.identity?.auth === 'cli',
         keepUpgrade: true,
       });
       const state: { opened: boolean; closedBy: string | undefined; unwatch: () => void } = { opened: false, closedBy: undefined, unwatch: () => undefined };

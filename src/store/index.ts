@@ -11,6 +11,7 @@ import type { Store } from './store.js';
 export type { Store } from './store.js';
 export { createMemoryStore, type MemoryStore, type MemoryStoreOptions } from './memory-store.js';
 export { createRedisStore, type RedisStoreOptions } from './redis-store.js';
+export { createRedisConnection, type RedisClient, type RedisConnectionConfig } from './redis-connection.js';
 
 /** Dependencies of {@link createStore}. */
 export interface CreateStoreOptions {
@@ -21,7 +22,7 @@ export interface CreateStoreOptions {
 
 /**
  * Builds the store the configuration asks for: `memory` (the default) or `redis` with
- * `store.redis.url` and `store.redis.key_prefix`.
+ * `store.redis` (`url`, `sentinel` or `cluster`) and `store.redis.key_prefix`.
  *
  * Precondition: `config` passed validation, which guarantees a `redis` block when `type` is `redis`.
  * @throws Error when that precondition is broken.
@@ -33,7 +34,7 @@ export function createStore(config: Config['store'], opts: CreateStoreOptions = 
     case 'redis': {
       if (config.redis === undefined) throw new Error('store.type is redis but store.redis is missing');
       return createRedisStore({
-        url: config.redis.url,
+        connection: config.redis,
         keyPrefix: config.redis.key_prefix,
         ...(opts.logger === undefined ? {} : { logger: opts.logger }),
       });

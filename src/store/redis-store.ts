@@ -1,6 +1,8 @@
 /**
  * The Redis store adapter: several gateway processes share sessions, single-use values and rate-limit
- * counters through one Redis (≥ 6.2 for GETDEL; 7 is what we run).
+ * counters through one Redis (≥ 6.2 for GETDEL; 7 is what we run): one node, a Sentinel group or a
+ * Cluster (redis-connection.ts). Every operation, the two Lua scripts included, touches exactly one key,
+ * so under Cluster any key may live in any slot; key names are the same in all three modes.
  *
  * Failure mode — fail closed and fast. A request must never hang on a Redis that is down or stuck:
  *
@@ -20,14 +22,16 @@
  * "absent".
  */
 import type { Logger } from 'pino';
-import { createFailFastRedis, quitOrDisconnect } from './fail-fast-redis.js';
+import { createRedisConnection, quitOrDisconnect, type RedisConnectionConfig } from './redis-connection.js';
 import type { Store } from './store.js';
 import { toTtlMs } from './ttl-ms.js';
 
 /** Options for {@link createRedisStore}. */
 export interface RedisStoreOptions {
-  /** `redis://[user:pass@]host:port/db` or `rediss://…` for TLS. */
-  readonly url: string;
+  /** `redis://[user:pass@]host:port/db` or `rediss://…` for TLS (one node). Ignored when `connection` is given. */
+  readonly url?: string;
+  /** One node, Sentinel or Cluster, as configured in `store.redis` (see redis-connection.ts). */
+  readonly connection?: RedisConnectionConfig;
   /** Put in front of every key, e.g. `portcullis:`; stores with the same prefix share their data. */
   readonly keyPrefix: string;
   /** How long one connection attempt may take, in ms. Default 2000. */
@@ -68,8 +72,8 @@ interface StoreScripts {
 export function createRedisStore(opts: RedisStoreOptions): Store {
   const log = opts.logger?.child({ component: 'store' });
   let closing: Promise<void> | undefined;
-  const redis = createFailFastRedis({
-    url: opts.url,
+  const redis = createRedisConnection({
+    connection: opts.connection ?? { url: opts.url },
     connectionName: 'portcullis-store',
     what: 'redis store',
     logger: log,

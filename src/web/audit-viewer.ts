@@ -176,7 +176,7 @@ export function createAuditViewer(deps: AuditViewerDeps) {
     const target = viewerTarget(ctx.snapshot.config);
     let identity = ctx.identity;
     let decision = evaluatePolicy(target, identity, now());
-    if (decision.effect === 'step_up' && identity?.auth === 'bearer' && deps.tokenStepUp !== undefined) {
+    if (decision.effect === 'step_up' && (identity?.auth === 'bearer' || identity?.auth === 'cli') && deps.tokenStepUp !== undefined) {
       const grant = await deps.tokenStepUp(identity);
       if (grant !== undefined) {
         identity = { ...identity, mfa: grant };
@@ -203,7 +203,7 @@ export function createAuditViewer(deps: AuditViewerDeps) {
         const req = decision.requirement;
         const maxAge = Math.floor(req.max_age / 1000);
         const description = `A ${req.factors.join(' or ')} check within ${maxAge}s is required`;
-        const tokenRef = ctx.identity?.auth === 'bearer' ? ctx.identity.tokenRef : undefined;
+        const tokenRef = ctx.identity?.auth === 'bearer' || ctx.identity?.auth === 'cli' ? ctx.identity.tokenRef : undefined;
         const publicUrl = new URL(ctx.snapshot.config.server.public_url);
         const stepUpUrl =
           tokenRef === undefined
@@ -336,7 +336,7 @@ export function createAuditViewer(deps: AuditViewerDeps) {
   }
 
   async function verify(req: IncomingMessage, ctx: RequestContext, identity: Identity): Promise<{ response: GatewayResponse; reason: string }> {
-    if (identity.auth !== 'bearer') {
+    if (identity.auth !== 'bearer' && identity.auth !== 'cli') {
       // A browser's session: the page's CSRF token and a same-origin request.
       const session = await kit.currentSession(req, ctx);
       const header = req.headers['x-portcullis-csrf'];

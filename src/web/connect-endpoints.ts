@@ -111,7 +111,7 @@ export function createConnectEndpoints(deps: ConnectEndpointDeps) {
     const { challenge, description, maxAge } = stepUpChallenge(requirement);
     const origin = new URL(ctx.snapshot.config.server.public_url).origin;
     const stepUpUrl =
-      identity.auth === 'bearer' && identity.tokenRef !== undefined
+      (identity.auth === 'bearer' || identity.auth === 'cli') && identity.tokenRef !== undefined
         ? `${origin}/.portcullis/mfa?token=${identity.tokenRef}&factors=${factors}`
         : `${origin}/.portcullis/mfa?rd=${encodeURIComponent(here(ctx))}&factors=${factors}`;
     const body = { error: 'GW_ERR_MFA_REQUIRED', message: `${description}. Complete the step-up in a browser at step_up_url, then retry.`, request_id: ctx.id, step_up_url: stepUpUrl, factors: requirement.factors, max_age: maxAge };
@@ -128,7 +128,7 @@ export function createConnectEndpoints(deps: ConnectEndpointDeps) {
     }
     const target = databasePolicyTarget(db, { mfa: true });
     let decision = evaluatePolicy(target, identity, deps.now());
-    if (decision.effect === 'step_up' && identity.auth === 'bearer' && deps.tokenStepUp !== undefined) {
+    if (decision.effect === 'step_up' && (identity.auth === 'bearer' || identity.auth === 'cli') && deps.tokenStepUp !== undefined) {
       const grant = await deps.tokenStepUp(identity);
       if (grant !== undefined) {
         identity = { ...identity, mfa: grant };
@@ -145,7 +145,7 @@ export function createConnectEndpoints(deps: ConnectEndpointDeps) {
       case 'allow':
         break;
     }
-    const { token, record } = await tokens.issue(db.id, identity, { via: identity.auth === 'bearer' ? 'bearer' : 'cookie', sessionHandle: session === undefined ? undefined : deps.sessionHandle(session) }, db.token_ttl);
+    const { token, record } = await tokens.issue(db.id, identity, { via: identity.auth === 'cookie' ? 'cookie' : 'bearer', sessionHandle: session === undefined ? undefined : deps.sessionHandle(session) }, db.token_ttl);
     emit(ctx, req, identity, 'db_token_issue', db.id, decision.reason);
     const { host, port } = connectAddress(db, ctx.snapshot.config.server.public_url);
     const sslmode = db.tls === undefined ? undefined : 'require';

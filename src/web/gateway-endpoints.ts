@@ -23,6 +23,8 @@ import { safeReturnPath } from './return-path.js';
 import type { MfaEndpoints } from './mfa-endpoints.js';
 import type { ConnectEndpoints } from './connect-endpoints.js';
 import type { AuditViewer } from './audit-viewer.js';
+import type { CliEndpoints } from './cli-endpoints.js';
+import type { Identity, MfaCheck } from '../identity/identity.js';
 import { createEndpointKit, FormError, json, notFound, page, queryParams, readForm, redirect, send } from './endpoint-kit.js';
 
 /** Something that can check a local user's password. */
@@ -38,6 +40,10 @@ export interface GatewayEndpointDeps {
   readonly connect?: ConnectEndpoints;
   /** The audit viewer (`audit…`, `assets/audit-viewer.js`). */
   readonly auditViewer?: AuditViewer;
+  /** The command line's endpoints (`cli/…`, `tokens…`). */
+  readonly cli?: CliEndpoints;
+  /** A browser step-up granted to a token (`me` reports it for CLI tokens). */
+  readonly tokenStepUp?: (identity: Identity) => Promise<MfaCheck | undefined>;
   readonly sessions: SessionManager;
   readonly store: Store;
   /** Local user directories, by provider id. */
@@ -341,6 +347,10 @@ export function createGatewayEndpoints(deps: GatewayEndpointDeps): GatewayEndpoi
       return;
     }
     const at = now();
+    // A CLI token's check: the one carried from the session that authorized it, or a later browser
+    // step-up granted to the token, whichever is newer (a CLI polls this after step_up_url).
+    const grant = id.auth === 'cli' && deps.tokenStepUp !== undefined ? await deps.tokenStepUp(id) : undefined;
+    const check = grant !== undefined && (id.mfa === undefined || grant.at > id.mfa.at) ? grant : id.mfa;
     send(
       res,
       ctx,
@@ -353,7 +363,7 @@ export function createGatewayEndpoints(deps: GatewayEndpointDeps): GatewayEndpoi
         auth_time: Math.floor(id.authTime / 1000),
         amr: id.amr ?? [],
         session: id.session ?? null,
-        mfa: id.mfa === undefined ? null : { factor: id.mfa.factor, age_s: Math.max(0, Math.floor((at - id.mfa.at) / 1000)) },
+        mfa: check === undefined ? null : { factor: check.factor, age_s: Math.max(0, Math.floor((at - check.at) / 1000)) },
         factors: deps.mfa === undefined ? null : await deps.mfa.summary(id.user),
       }),
     );
@@ -388,6 +398,10 @@ export function createGatewayEndpoints(deps: GatewayEndpointDeps): GatewayEndpoi
         break;
       case 'audit':
         if (deps.auditViewer !== undefined) return deps.auditViewer.handle(req, res, ctx);
+        break;
+      case 'cli':
+      case 'tokens':
+        if (deps.cli !== undefined) return deps.cli.handle(req, res, ctx);
         break;
       case 'assets':
         if (deps.auditViewer !== undefined && method === 'GET' && second === 'audit-viewer.js' && ctx.segments.length === 3) {

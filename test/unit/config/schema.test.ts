@@ -28,6 +28,7 @@ describe('configSchema', () => {
       request_body: 30_000,
       keep_alive: 5_000,
       shutdown_grace: 30_000,
+      drain_delay: 0,
     });
     expect(config.server.limits).toEqual({ max_body: 100 * 1024 ** 2, max_header: 16 * 1024 });
     expect(config.identity.session).toEqual({ idle_timeout: 3_600_000, max_lifetime: 43_200_000, recheck_every: 10_000 });

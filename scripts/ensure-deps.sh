@@ -26,6 +26,28 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
+# promtool (test/deploy/prometheus.test.ts checks and unit-tests deploy/prometheus/alerts.yml): only the
+# binary, from Debian's prometheus package fetched with `apt-get download` (needs no root). Installing
+# the package would pull 12 packages (35 with recommends) and, on a host with systemd, start a
+# Prometheus server on :9090 — the gateway's default admin port.
+PROMTOOL_DIR=node_modules/.cache/portcullis-tools
+if ! command -v promtool >/dev/null 2>&1 && [ ! -x "$PROMTOOL_DIR/promtool" ]; then
+  if command -v apt-get >/dev/null && command -v dpkg-deb >/dev/null; then
+    echo "== fetching promtool (from Debian's prometheus package, the binary only)"
+    tmp=$(mktemp -d) && chmod 755 "$tmp"
+    if ! (cd "$tmp" && apt-get download -qq prometheus) && [ "$(id -u)" = 0 ]; then
+      apt-get update -qq && (cd "$tmp" && apt-get download -qq prometheus)
+    fi
+    mkdir -p "$PROMTOOL_DIR"
+    dpkg-deb --fsys-tarfile "$tmp"/prometheus_*.deb | tar -xO ./usr/bin/promtool > "$PROMTOOL_DIR/promtool.part"
+    chmod 755 "$PROMTOOL_DIR/promtool.part" && mv "$PROMTOOL_DIR/promtool.part" "$PROMTOOL_DIR/promtool"
+    rm -rf "$tmp"
+  else
+    echo "missing: promtool — install it with: sudo apt-get install -y prometheus (or put promtool on PATH)" >&2
+    exit 1
+  fi
+fi
+
 # The shared Redis the machine normally starts on 127.0.0.1:6379 (store contract tests use it with
 # their own key prefix); start one the same way if it is not answering.
 if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then

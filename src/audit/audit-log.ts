@@ -73,6 +73,14 @@ export interface AuditLogOptions {
   /** Called with each batch the sink has just stored, in seq order (the sealer builds its tree from these). */
   readonly onAcked?: (records: readonly StoredRecord[]) => void;
   readonly batchSize?: number;
+  /**
+   * How long the sink writer lets records gather before it sends a batch smaller than `batchSize`
+   * (default 5 ms). A batch costs about as much as its first record (one MULTI to Redis, one fsync
+   * in the file sink, one acknowledgement line, one tree update call): at a few thousand requests a
+   * second, sending each record as it came cost ~80 µs of CPU per request more than this. Records
+   * are in the spool (and the live feed) before they wait here, so nothing is at risk meanwhile.
+   */
+  readonly shipDelayMs?: number;
   /** Compact the spool once it passes this size (bytes). */
   readonly compactBytes?: number;
 }
@@ -192,6 +200,7 @@ function createSpoolWriter(initial: FileHandle, initialSize: number) {
 export async function openAuditLog(opts: AuditLogOptions) {
   const { sink, instance, logger } = opts;
   const batchSize = opts.batchSize ?? 500;
+  const shipDelayMs = opts.shipDelayMs ?? 5;
   const compactBytes = opts.compactBytes ?? 64 * 1024 * 1024;
   const dir = join(opts.spoolDir, instance);
   const walPath = join(dir, 'wal.log');
@@ -337,6 +346,11 @@ export async function openAuditLog(opts: AuditLogOptions) {
         }
         // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- close() sets it while this loop awaits
         if (pending.length === 0 || stopped) break;
+        if (pending.length < batchSize && shipDelayMs > 0 && sinkHealthy) {
+          await new Promise((resolve) => setTimeout(resolve, shipDelayMs));
+          // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- close() sets it while this loop awaits
+          if (stopped) break;
+        }
         const batch = pending.slice(0, batchSize);
         try {
           await sink.append(instance, batch);
@@ -425,8 +439,9 @@ export async function openAuditLog(opts: AuditLogOptions) {
     const record: AuditRecord = { ...body, log: opts.origin, seq: size, prev };
     const bytes = canonicalBytes(record);
     size += 1;
-    prev = leafHash(bytes).toString('hex');
-    return { seq: record.seq, bytes };
+    const leaf = leafHash(bytes);
+    prev = leaf.toString('hex');
+    return { seq: record.seq, bytes, leaf };
   }
 
   async function append(body: RecordBody, durable: boolean): Promise<StoredRecord> {

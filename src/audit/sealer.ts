@@ -169,7 +169,7 @@ export function createSealer(opts: SealerOptions) {
         void enqueue(init);
         return;
       }
-      for (const rec of records) if (rec.seq === r.size) r.append(leafHash(rec.bytes));
+      for (const rec of records) if (rec.seq === r.size) r.append(rec.leaf ?? leafHash(rec.bytes));
       if (r.size - Math.max(sealedSize, 0) >= opts.maxRecords && !sealQueued) {
         sealQueued = true;
         void enqueue(async () => {

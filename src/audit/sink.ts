@@ -14,6 +14,8 @@
 export interface StoredRecord {
   readonly seq: number;
   readonly bytes: Buffer;
+  /** Its RFC 9162 leaf hash, when the writer computed it already (the sealer then need not hash again). */
+  readonly leaf?: Buffer;
 }
 
 /** Where a log stands. */

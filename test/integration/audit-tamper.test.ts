@@ -439,7 +439,10 @@ const CASES: TamperCase[] = [
     tamper: async (log, facts) => {
       // Cut the log back to what a middle checkpoint sealed, and drop every later checkpoint from
       // the sink: the sink alone now looks intact; the witness copies still hold the later ones.
-      const kept = middle(facts);
+      // (The middle of the checkpoints that seal less than the last one: a heartbeat or the final
+      // checkpoint may repeat the last size, and cutting back to it would cut nothing.)
+      const last = facts.checkpoints.at(-1)?.size ?? 0;
+      const kept = middle({ ...facts, checkpoints: facts.checkpoints.filter((c) => c.size < last) });
       await log.truncate(kept.size);
       const notes = await log.checkpoints();
       for (let i = notes.length - 1; i > facts.checkpoints.indexOf(kept); i--) await log.deleteCheckpoint(i);

@@ -5,23 +5,13 @@
  * ever; outages are logged once — and the Sentinel and Cluster forms live in redis-connection.ts.
  */
 import { Cluster, type Redis } from 'ioredis';
-import type { Logger } from 'pino';
-import { createRedisConnection } from './redis-connection.js';
+import { createRedisConnection, type RedisConnectionOptions } from './redis-connection.js';
 
 export { quitOrDisconnect, reconnectDelayMs } from './redis-connection.js';
 
-/** Options for {@link createFailFastRedis}. */
-export interface FailFastRedisOptions {
+/** Options for {@link createFailFastRedis}: those of a connection, with just a URL. */
+export interface FailFastRedisOptions extends Omit<RedisConnectionOptions, 'connection'> {
   readonly url: string;
-  /** CLIENT SETNAME, e.g. `portcullis-store`. */
-  readonly connectionName: string;
-  /** How log lines name this connection, e.g. `redis store`. */
-  readonly what: string;
-  readonly logger?: Logger | undefined;
-  readonly connectTimeoutMs?: number | undefined;
-  readonly commandTimeoutMs?: number | undefined;
-  /** True once the owner is closing (a closed connection is then not an outage). */
-  readonly isClosing: () => boolean;
 }
 
 /** Creates a single-node connection (it connects in the background). */

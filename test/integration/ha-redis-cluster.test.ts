@@ -13,100 +13,43 @@
  * - giving two of url / sentinel / cluster is a config error with file:line:col.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { stringify } from 'yaml';
-import { createRedisSink } from '../../src/audit/redis-sink.js';
-import type { AuditRecord } from '../../src/audit/record.js';
 import { configSchema } from '../../src/config/index.js';
-import { addUser } from '../../src/identity/local-users.js';
 import { createRedisStore } from '../../src/store/index.js';
 import { storeContract } from '../contract/store.contract.js';
-import { Browser, hiddenField } from '../support/cookie-jar.js';
-import { startGateway, type TestGateway } from '../support/gateway.js';
-import { send } from '../support/http-client.js';
+import { Browser } from '../support/cookie-jar.js';
+import { HA_HOST, HA_PASSWORDS, HA_SESSION, startHaGateway, type HaGateway } from '../support/ha-gateway.js';
 import { eventually, runCli } from '../support/process.js';
-import { startRecordingUpstream, type RecordingUpstream } from '../support/recording-upstream.js';
 import { startRedisCluster, type TestRedisCluster } from '../support/redis-cluster.js';
 
-const HOST = 'app.localhost';
-const SESSION = 'portcullis_session';
 const INSTANCE = 'ha-cluster-gw';
-const PASSWORDS = { alice: 'alice password 1', carol: 'carol password 1' } as const;
 
 let cluster: TestRedisCluster;
-let upstream: RecordingUpstream;
-let dir: string;
-let gw: TestGateway;
-let configFile: string;
-let stream: string;
-let stopped = false;
-/** Set in afterAll: a load loop left running by a failed test ends too. */
-let halted = false;
+let ha: HaGateway;
 
 beforeAll(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'portcullis-ha-cluster-'));
-  [cluster, upstream] = await Promise.all([startRedisCluster(), startRecordingUpstream()]);
-  const usersFile = join(dir, 'users.yaml');
-  await addUser(usersFile, { name: 'alice', email: 'alice@example.com', groups: ['eng'], password: PASSWORDS.alice });
-  await addUser(usersFile, { name: 'carol', email: 'carol@example.com', groups: ['eng'], password: PASSWORDS.carol });
-  const prefix = `pc-ha:${randomBytes(4).toString('hex')}:`;
-  stream = `${prefix}audit`;
-  const config = {
-    server: { instance_id: INSTANCE },
-    store: { type: 'redis', redis: { cluster: { nodes: cluster.seeds }, key_prefix: `${prefix}store:` } },
-    identity: { providers: [{ id: 'local', type: 'local', users_file: usersFile }] },
-    audit: {
-      sink: { type: 'redis', cluster: { nodes: cluster.seeds }, stream },
-      on_failure: 'spool',
-      spool_dir: join(dir, 'spool'),
-      seal: { every: '1h', key_file: join(dir, 'seal.key'), witness_dir: join(dir, 'checkpoints') },
-    },
-    routes: [{ id: 'app', host: HOST, path: '/', upstream: upstream.url, allow: { groups: ['eng'] } }],
-  };
-  configFile = join(dir, 'portcullis.yaml');
-  await writeFile(configFile, stringify(config));
-  gw = await startGateway(config);
+  cluster = await startRedisCluster();
+  ha = await startHaGateway('ha-cluster', INSTANCE, { cluster: { nodes: cluster.seeds, tls: false } });
 }, 90_000);
 
 afterAll(async () => {
-  halted = true;
-  if (!stopped) await gw.stop().catch(() => undefined);
-  await Promise.all([cluster.stop(), upstream.close()]);
-  await Promise.all([dir, gw.dir].map((d) => rm(d, { recursive: true, force: true })));
+  await ha.close();
+  await cluster.stop();
 });
+
+const HOST = HA_HOST;
+const SESSION = HA_SESSION;
+const PASSWORDS = HA_PASSWORDS;
+const signIn = (b: Browser, user: keyof typeof PASSWORDS, password: string) => ha.signIn(b, user, password);
+const request = (session: string, path: string) => ha.request(session, path);
+const load = (session: string, tag: string, stop: () => boolean) => ha.load(session, tag, stop);
 
 storeContract('redis cluster', () => {
   const store = createRedisStore({ connection: { cluster: { nodes: cluster.seeds, tls: false } }, keyPrefix: `pc-ha-contract:${randomBytes(4).toString('hex')}:` });
   return Promise.resolve({ store, cleanup: () => store.close() });
 });
-
-async function signIn(b: Browser, user: keyof typeof PASSWORDS, password: string) {
-  const base = `http://${HOST}:${gw.port}`;
-  const page = await b.get(`${base}/.portcullis/login?rd=%2Fhome`);
-  expect(page.status).toBe(200);
-  return b.post(`${base}/.portcullis/login`, { csrf: hiddenField(page, 'csrf'), rd: hiddenField(page, 'rd'), username: user, password });
-}
-
-function request(session: string, path: string) {
-  return send(gw.port, { path, headers: ['Host', HOST, 'Accept', 'application/json', 'Cookie', `${SESSION}=${session}`] });
-}
-
-/** Sequential requests with the session until `stop()`; statuses by path. */
-function load(session: string, tag: string, stop: () => boolean): Promise<Map<string, number>> {
-  return (async () => {
-    const statuses = new Map<string, number>();
-    for (let n = 0; !stop() && !halted; n++) {
-      const path = `/${tag}/${n}`;
-      // A transport error is recorded as 0 (and fails the status checks), never left unhandled.
-      statuses.set(path, await request(session, path).then((r) => r.status, () => 0));
-      await new Promise((r) => setTimeout(r, 5));
-    }
-    return statuses;
-  })();
-}
 
 /** Waits until the replica on `port` has applied everything its master has. */
 async function replicated(master: number, replica: number): Promise<void> {
@@ -116,21 +59,6 @@ async function replicated(master: number, replica: number): Promise<void> {
     const r = offset(await cluster.cli(replica, 'INFO', 'replication'), 'slave_repl_offset');
     return m > 0 && m === r;
   }, 10_000);
-}
-
-async function readRecords(): Promise<AuditRecord[]> {
-  const sink = createRedisSink({ connection: { cluster: { nodes: cluster.seeds, tls: false } }, stream });
-  try {
-    expect(await sink.logs()).toEqual([INSTANCE]);
-    const out: AuditRecord[] = [];
-    for (;;) {
-      const page = await sink.read(INSTANCE, out.length, 1000);
-      out.push(...page.map((r) => JSON.parse(r.bytes.toString('utf8')) as AuditRecord));
-      if (page.length < 1000) return out;
-    }
-  } finally {
-    await sink.close();
-  }
 }
 
 describe('the gateway on a Redis Cluster', () => {
@@ -177,8 +105,8 @@ describe('the gateway on a Redis Cluster', () => {
   }, 90_000);
 
   it('spools while the audit master is killed, ships to the promoted replica, and verifies intact', async () => {
-    expect(await gw.app.audit.flush(10_000)).toBe(true);
-    const victim = await cluster.masterOf(`${stream}:{${INSTANCE}}:records`);
+    expect(await ha.gw.app.audit.flush(10_000)).toBe(true);
+    const victim = await cluster.masterOf(`${ha.stream}:{${INSTANCE}}:records`);
     const [replica] = await cluster.replicasOf(victim);
     // Async replication: only what reached the replica survives a crash. Wait for it, so the test
     // checks the gateway, not Redis's replication window (README: "What a failover can lose").
@@ -200,26 +128,25 @@ describe('the gateway on a Redis Cluster', () => {
     expect([...statuses.values()].filter((s) => s === 200).length).toBeGreaterThan(5);
     expect((await request(session, '/after-crash')).status).toBe(200);
     answered.set('/after-crash', 200);
-    await eventually(async () => gw.app.audit.flush(2_000), 20_000, 200);
+    await eventually(async () => ha.gw.app.audit.flush(2_000), 20_000, 200);
 
     // Stop: the final checkpoint goes to the promoted master.
-    await gw.stop(5_000);
-    stopped = true;
-    const records = await readRecords();
+    await ha.stop(5_000);
+    const records = await ha.readRecords();
     records.forEach((r, i) => expect(r.seq).toBe(i));
     const byPath = new Map<string, number>();
     for (const r of records) if (r.kind === 'http' && r.request !== undefined) byPath.set(r.request.path, (byPath.get(r.request.path) ?? 0) + 1);
     // Every request that reached the upstream has exactly one record; so has every answered one.
-    for (const u of upstream.requests) expect(byPath.get(u.url.split('?')[0] ?? ''), u.url).toBe(1);
+    for (const u of ha.upstream.requests) expect(byPath.get(u.url.split('?')[0] ?? ''), u.url).toBe(1);
     for (const [path] of answered) expect(byPath.get(path), path).toBe(1);
 
-    const verify = await runCli(['audit', 'verify', '--config', configFile], 60_000);
+    const verify = await runCli(['audit', 'verify', '--config', ha.configFile], 60_000);
     expect(verify.code, verify.stdout + verify.stderr).toBe(0);
     expect(verify.stdout).toContain(`verified 1 log: ${records.length}/${records.length} records`);
   }, 90_000);
 
   it('refuses a redis block that names two of url, sentinel and cluster, at file:line:col', async () => {
-    const file = join(dir, 'two.yaml');
+    const file = join(ha.dir, 'two.yaml');
     await writeFile(file, `store:\n  type: redis\n  redis:\n    url: redis://127.0.0.1:6379/0\n    cluster:\n      nodes: ["127.0.0.1:7000"]\n`);
     const res = await runCli(['config', 'check', file]);
     expect(res.code).toBe(1);

@@ -9,92 +9,33 @@
  *   replica, the gateway follows (+switch-master), spools meanwhile and ships afterwards;
  * - `portcullis audit verify` (the real CLI, through the sentinels) finds the log intact.
  */
-import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { stringify } from 'yaml';
-import { createRedisSink } from '../../src/audit/redis-sink.js';
-import type { AuditRecord } from '../../src/audit/record.js';
-import { addUser } from '../../src/identity/local-users.js';
-import { Browser, hiddenField } from '../support/cookie-jar.js';
-import { startGateway, type TestGateway } from '../support/gateway.js';
-import { send } from '../support/http-client.js';
+import { Browser } from '../support/cookie-jar.js';
+import { HA_HOST, HA_PASSWORDS, HA_SESSION, startHaGateway, type HaGateway } from '../support/ha-gateway.js';
 import { eventually, runCli } from '../support/process.js';
-import { startRecordingUpstream, type RecordingUpstream } from '../support/recording-upstream.js';
 import { SENTINEL_MASTER_NAME, startSentinelGroup, type TestSentinelGroup } from '../support/redis-sentinel.js';
 
-const HOST = 'app.localhost';
-const SESSION = 'portcullis_session';
 const INSTANCE = 'ha-sentinel-gw';
-const PASSWORDS = { alice: 'alice password 1', carol: 'carol password 1' } as const;
 
 let group: TestSentinelGroup;
-let upstream: RecordingUpstream;
-let dir: string;
-let gw: TestGateway;
-let stopped = false;
-/** Set in afterAll: a load loop left running by a failed test ends too. */
-let halted = false;
-let configFile: string;
-let stream: string;
+let ha: HaGateway;
 
 beforeAll(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'portcullis-ha-sentinel-'));
-  [group, upstream] = await Promise.all([startSentinelGroup(), startRecordingUpstream()]);
-  const usersFile = join(dir, 'users.yaml');
-  await addUser(usersFile, { name: 'alice', email: 'alice@example.com', groups: ['eng'], password: PASSWORDS.alice });
-  await addUser(usersFile, { name: 'carol', email: 'carol@example.com', groups: ['eng'], password: PASSWORDS.carol });
-  const prefix = `pc-ha:${randomBytes(4).toString('hex')}:`;
-  stream = `${prefix}audit`;
-  const sentinel = { name: SENTINEL_MASTER_NAME, nodes: group.sentinels };
-  const config = {
-    server: { instance_id: INSTANCE },
-    store: { type: 'redis', redis: { sentinel, key_prefix: `${prefix}store:` } },
-    identity: { providers: [{ id: 'local', type: 'local', users_file: usersFile }] },
-    audit: {
-      sink: { type: 'redis', sentinel, stream },
-      on_failure: 'spool',
-      spool_dir: join(dir, 'spool'),
-      seal: { every: '1h', key_file: join(dir, 'seal.key'), witness_dir: join(dir, 'checkpoints') },
-    },
-    routes: [{ id: 'app', host: HOST, path: '/', upstream: upstream.url, allow: { groups: ['eng'] } }],
-  };
-  configFile = join(dir, 'portcullis.yaml');
-  await writeFile(configFile, stringify(config));
-  gw = await startGateway(config);
+  group = await startSentinelGroup();
+  ha = await startHaGateway('ha-sentinel', INSTANCE, { sentinel: { name: SENTINEL_MASTER_NAME, nodes: group.sentinels, db: 0, tls: false } });
 }, 90_000);
 
 afterAll(async () => {
-  halted = true;
-  if (!stopped) await gw.stop().catch(() => undefined);
-  await Promise.all([group.stop(), upstream.close()]);
-  await Promise.all([dir, gw.dir].map((d) => rm(d, { recursive: true, force: true })));
+  await ha.close();
+  await group.stop();
 });
 
-async function signIn(b: Browser, user: keyof typeof PASSWORDS, password: string) {
-  const base = `http://${HOST}:${gw.port}`;
-  const page = await b.get(`${base}/.portcullis/login?rd=%2Fhome`);
-  expect(page.status).toBe(200);
-  return b.post(`${base}/.portcullis/login`, { csrf: hiddenField(page, 'csrf'), rd: hiddenField(page, 'rd'), username: user, password });
-}
-
-function request(session: string, path: string) {
-  return send(gw.port, { path, headers: ['Host', HOST, 'Accept', 'application/json', 'Cookie', `${SESSION}=${session}`] });
-}
-
-/** Sequential requests with the session until `stop()`; statuses by path. */
-async function load(session: string, tag: string, stop: () => boolean): Promise<Map<string, number>> {
-  const statuses = new Map<string, number>();
-  for (let n = 0; !stop() && !halted; n++) {
-    const path = `/${tag}/${n}`;
-    // A transport error is recorded as 0 (and fails the status checks), never left unhandled.
-    statuses.set(path, await request(session, path).then((r) => r.status, () => 0));
-    await new Promise((r) => setTimeout(r, 5));
-  }
-  return statuses;
-}
+const HOST = HA_HOST;
+const SESSION = HA_SESSION;
+const PASSWORDS = HA_PASSWORDS;
+const signIn = (b: Browser, user: keyof typeof PASSWORDS, password: string) => ha.signIn(b, user, password);
+const request = (session: string, path: string) => ha.request(session, path);
+const load = (session: string, tag: string, stop: () => boolean) => ha.load(session, tag, stop);
 
 describe('the gateway on a Redis Sentinel group', () => {
   let session = '';
@@ -148,7 +89,7 @@ describe('the gateway on a Redis Sentinel group', () => {
   }, 90_000);
 
   it('follows the promotion when the master is killed, loses no record, and verifies intact', async () => {
-    await eventually(async () => gw.app.audit.flush(1_000), 30_000, 100);
+    await eventually(async () => ha.gw.app.audit.flush(1_000), 30_000, 100);
     const victim = await group.master();
     // Async replication: only what reached a replica survives a crash (README: "What a failover can lose").
     await group.waitReplicated();
@@ -169,25 +110,17 @@ describe('the gateway on a Redis Sentinel group', () => {
     const statuses = await running;
     for (const [path, status] of statuses) answered.set(path, status);
     expect([...statuses].filter(([, s]) => s !== 200 && s !== 503)).toEqual([]);
-    await eventually(async () => gw.app.audit.flush(1_000), 30_000, 100);
+    await eventually(async () => ha.gw.app.audit.flush(1_000), 30_000, 100);
 
-    await gw.stop(5_000);
-    stopped = true;
-    const sink = createRedisSink({ connection: { sentinel: { name: SENTINEL_MASTER_NAME, nodes: group.sentinels, db: 0, tls: false } }, stream });
-    let records: AuditRecord[];
-    try {
-      expect(await sink.logs()).toEqual([INSTANCE]);
-      records = (await sink.read(INSTANCE, 0, 100_000)).map((r) => JSON.parse(r.bytes.toString('utf8')) as AuditRecord);
-    } finally {
-      await sink.close();
-    }
+    await ha.stop(5_000);
+    const records = await ha.readRecords();
     records.forEach((r, i) => expect(r.seq).toBe(i));
     const byPath = new Map<string, number>();
     for (const r of records) if (r.kind === 'http' && r.request !== undefined) byPath.set(r.request.path, (byPath.get(r.request.path) ?? 0) + 1);
-    for (const u of upstream.requests) expect(byPath.get(u.url.split('?')[0] ?? ''), u.url).toBe(1);
+    for (const u of ha.upstream.requests) expect(byPath.get(u.url.split('?')[0] ?? ''), u.url).toBe(1);
     for (const [path] of answered) expect(byPath.get(path), path).toBe(1);
 
-    const verify = await runCli(['audit', 'verify', '--config', configFile], 60_000);
+    const verify = await runCli(['audit', 'verify', '--config', ha.configFile], 60_000);
     expect(verify.code, verify.stdout + verify.stderr).toBe(0);
     expect(verify.stdout).toContain(`verified 1 log: ${records.length}/${records.length} records`);
   }, 90_000);

@@ -30,6 +30,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import {
   startRedis, BENCH_DIR, LIB, ROOT, ensureTools, fmt, freePort, killAll, log, machineInfo, machineLine, mdTable, sleep,
   startJsonServer, startProc, stopProc,
+  skipSection,
 } from './lib/common.js';
 import { measureLevel, otherLoad } from './lib/measure.js';
 
@@ -55,13 +56,7 @@ function parseArgs(argv) {
   return o;
 }
 
-function skip(why, detail = '') {
-  const msg = `AUDIT BENCHMARK SKIPPED: ${why}`;
-  console.log(`\n## Audit benchmark\n\n**${msg}**\n`);
-  if (detail) console.log('```\n' + detail.trim().split('\n').slice(-40).join('\n') + '\n```\n');
-  log(msg);
-  return { skipped: true, why };
-}
+const skip = (why, detail = '') => skipSection('Audit benchmark', why, detail);
 
 const dist = (p) => import(pathToFileURL(path.join(ROOT, 'dist', p)).href);
 

@@ -3,7 +3,7 @@
 // run, on loopback, with the same interleaved wrk sampling as bench/engines.js.
 //
 //   node bench/gateway.js [--levels 1,50,500] [--duration 5] [--rounds 5] [--warmup 1]
-//                         [--sink redis|file] [--half-seconds 10] [--soak-rounds 4] [--soak-seconds 5]
+//                         [--sink redis|file] [--half-seconds 5] [--half-rounds 3] [--soak-rounds 4] [--soak-seconds 5]
 //                         [--no-cores] [--no-build] [--out FILE]
 //
 // What it measures, against the same upstream (bench/lib/upstream.js):
@@ -20,7 +20,7 @@
 // redis-server (the shared 6379 is never touched), adds a user, signs in through the login form
 // and checks that the upstream sees the identity headers. If anything fails it says why and exits
 // 3 ("skipped"), so `bench/run.js` carries on.
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, writeFileSync, existsSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import net from 'node:net';
@@ -30,6 +30,7 @@ import {
   ROOT, BENCH_DIR, LIB, NGINX_NOTES, ensureTools, machineInfo, machineLine, startJsonServer, startNginx,
   startRedis, hasRedis, startPortcullis, addUser, signIn, probe, openFds, setAffinity, rssMiB, cpuSeconds,
   freePort, sleep, log, mdTable, fmt, killAll, runWrk,
+  skipSection, runLoadScript,
 } from './lib/common.js';
 import { measureLevel, median, otherLoad } from './lib/measure.js';
 import { checkHopByHop, checkAbort } from './lib/checks.js';
@@ -40,7 +41,7 @@ const PASSWORD = 'bench-password-8d1f2c';
 function parseArgs(argv) {
   const o = {
     levels: [1, 50, 500], duration: 5, rounds: 5, warmup: 1, build: true, out: null, pool: 64, sink: 'redis',
-    halfSeconds: 10, soakRounds: 4, soakSeconds: 5, cores: true,
+    halfSeconds: 5, halfRounds: 3, soakRounds: 4, soakSeconds: 5, cores: true,
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
@@ -51,6 +52,7 @@ function parseArgs(argv) {
     else if (a === '--warmup') o.warmup = Number(v());
     else if (a === '--sink') o.sink = v();
     else if (a === '--half-seconds') o.halfSeconds = Number(v());
+    else if (a === '--half-rounds') o.halfRounds = Number(v());
     else if (a === '--soak-rounds') o.soakRounds = Number(v());
     else if (a === '--soak-seconds') o.soakSeconds = Number(v());
     else if (a === '--no-cores') o.cores = false;
@@ -58,7 +60,7 @@ function parseArgs(argv) {
     else if (a === '--out') o.out = v();
     else if (a === '-h' || a === '--help') {
       console.log('usage: node bench/gateway.js [--levels 1,50,500] [--duration 5] [--rounds 5] [--warmup 1] [--sink redis|file] ' +
-        '[--half-seconds 10] [--soak-rounds 4] [--soak-seconds 5] [--no-cores] [--no-build] [--out FILE]');
+        '[--half-seconds 5] [--half-rounds 3] [--soak-rounds 4] [--soak-seconds 5] [--no-cores] [--no-build] [--out FILE]');
       process.exit(0);
     } else throw new Error(`unknown argument ${a}`);
   }
@@ -66,13 +68,7 @@ function parseArgs(argv) {
   return o;
 }
 
-function skip(why, detail = '') {
-  const msg = `GATEWAY BENCHMARK SKIPPED: ${why}`;
-  console.log(`\n## Gateway benchmark\n\n**${msg}**\n`);
-  if (detail) console.log('```\n' + detail.trim().split('\n').slice(-40).join('\n') + '\n```\n');
-  log(msg);
-  return { skipped: true, why };
-}
+const skip = (why, detail = '') => skipSection('Gateway benchmark', why, detail);
 
 function yamlConfig({ listen, admin, upstream, tmp, redisUrl, sink }) {
   const store = redisUrl ? `{type: redis, redis: {url: "${redisUrl}", key_prefix: "bench:"}}` : '{type: memory}';
@@ -108,20 +104,7 @@ routes:
 
 /** Runs bench/lib/paced.js on core 1; resolves its BENCHJSON line. */
 function paced(tools, url, rate, seconds, connections, headers) {
-  const args = [path.join(LIB, 'paced.js'), url, String(Math.round(rate)), String(seconds), String(connections), ...headers];
-  const [cmd, argv] = tools.taskset ? ['taskset', ['-c', '1', process.execPath, ...args]] : [process.execPath, args];
-  return new Promise((resolve, reject) => {
-    const p = spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    p.stdout.on('data', (d) => { out += d; });
-    p.stderr.on('data', (d) => { err += d; });
-    p.on('exit', (code) => {
-      const line = out.split('\n').find((l) => l.startsWith('BENCHJSON '));
-      if (!line) return reject(new Error(`paced load failed (${code}): ${err || out}`));
-      resolve(JSON.parse(line.slice('BENCHJSON '.length)));
-    });
-  });
+  return runLoadScript(tools, path.join(LIB, 'paced.js'), [url, String(Math.round(rate)), String(seconds), String(connections), ...headers]);
 }
 
 /**
@@ -256,12 +239,22 @@ export async function run(argv = []) {
     const maxFull = runs.find((r) => r.engine === 'portcullis-full' && r.connections === 50) ?? runs.find((r) => r.engine === 'portcullis-full');
     if (maxFull && opts.halfSeconds > 0) {
       const rate = maxFull.rps / 2;
-      log(`paced load at ${fmt.rps(rate)} req/s (half of the full pipeline's ${fmt.rps(maxFull.rps)} at ${maxFull.connections} connections), ${opts.halfSeconds} s per target`);
-      for (const t of targets.filter((x) => x.id !== 'undici-dispatch')) {
-        const hdrs = t.headers ?? [];
-        const r = await paced(tools, `http://127.0.0.1:${t.port}${t.path ?? '/'}`, rate, opts.halfSeconds, 50, hdrs);
-        half.push({ target: t.id, ...r });
-        log(`${t.id.padEnd(18)} ${fmt.rps(r.rate)} req/s  p50 ${(r.p50 / 1000).toFixed(3)} ms  p99 ${(r.p99 / 1000).toFixed(3)} ms  p99.9 ${(r.p999 / 1000).toFixed(3)} ms  errors ${r.errors} non2xx ${r.non2xx}`);
+      const halfTargets = targets.filter((x) => x.id !== 'undici-dispatch');
+      log(`paced load at ${fmt.rps(rate)} req/s (half of the full pipeline's ${fmt.rps(maxFull.rps)} at ${maxFull.connections} connections), ` +
+        `${opts.halfRounds} interleaved rounds of ${opts.halfSeconds} s per target`);
+      const byTarget = new Map(halfTargets.map((t) => [t.id, []]));
+      for (let round = 0; round < opts.halfRounds; round++) {
+        for (let i = 0; i < halfTargets.length; i++) {
+          const t = halfTargets[(i + round) % halfTargets.length];
+          const r = await paced(tools, `http://127.0.0.1:${t.port}${t.path ?? '/'}`, rate, opts.halfSeconds, 50, t.headers ?? []);
+          byTarget.get(t.id).push(r);
+          log(`${t.id.padEnd(18)} ${fmt.rps(r.rate)} req/s  p50 ${(r.p50 / 1000).toFixed(3)} ms  p99 ${(r.p99 / 1000).toFixed(3)} ms  p99.9 ${(r.p999 / 1000).toFixed(3)} ms  errors ${r.errors} non2xx ${r.non2xx}`);
+        }
+      }
+      // Medians over rounds: a VM stall that lands in one target's window does not decide its p99.
+      for (const [target, rs] of byTarget) {
+        const med = (k) => median(rs.map((r) => r[k]));
+        half.push({ target, rate: med('rate'), p50: med('p50'), p99: med('p99'), p999: med('p999'), max: Math.max(...rs.map((r) => r.max)), p99s: rs.map((r) => r.p99), errors: rs.reduce((n, r) => n + r.errors, 0), non2xx: rs.reduce((n, r) => n + r.non2xx, 0) });
       }
     }
 
@@ -412,10 +405,10 @@ export function report(R) {
     }).filter(Boolean).join(' · ') + '.', '');
   }
   if (R.half.length > 0) {
-    out.push(`### Latency at half load (${fmt.rps(R.half[0].rate)} req/s, open loop, 50 connections, ${opts.halfSeconds} s each)`, '');
+    out.push(`### Latency at half load (${fmt.rps(R.half[0].rate)} req/s, open loop, 50 connections, medians of ${opts.halfRounds} interleaved rounds of ${opts.halfSeconds} s after a 1 s unrecorded warm-up)`, '');
     const d = R.half.find((h) => h.target === 'direct');
-    out.push(mdTable(['target', 'req/s', 'p50 ms', 'p99 ms', 'p99.9 ms', 'max ms', 'added p50 µs', 'added p99 µs', 'errors'], R.half.map((h) => [
-      LABEL[h.target] ?? h.target, fmt.rps(h.rate), (h.p50 / 1000).toFixed(3), (h.p99 / 1000).toFixed(3), (h.p999 / 1000).toFixed(3), (h.max / 1000).toFixed(1),
+    out.push(mdTable(['target', 'req/s', 'p50 ms', 'p99 ms', 'p99 ms per round', 'p99.9 ms', 'max ms', 'added p50 µs', 'added p99 µs', 'errors'], R.half.map((h) => [
+      LABEL[h.target] ?? h.target, fmt.rps(h.rate), (h.p50 / 1000).toFixed(3), (h.p99 / 1000).toFixed(3), (h.p99s ?? []).map((x) => (x / 1000).toFixed(1)).join(' / '), (h.p999 / 1000).toFixed(3), (h.max / 1000).toFixed(1),
       d ? (h.p50 - d.p50).toFixed(0) : '–', d ? (h.p99 - d.p99).toFixed(0) : '–', h.errors + h.non2xx,
     ])), '');
   }

@@ -23,7 +23,7 @@ import { spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { ROOT, BENCH_DIR, startProc, stopProc, freePort, waitForPort, sleep, log, mdTable, fmt, cpuSeconds, rssMiB, killAll } from './lib/common.js';
+import { ROOT, BENCH_DIR, startProc, stopProc, freePort, waitForPort, sleep, log, mdTable, fmt, cpuSeconds, rssMiB, killAll, skipSection } from './lib/common.js';
 import { median } from './lib/measure.js';
 
 export const SKIPPED = 3;
@@ -57,13 +57,7 @@ function parseArgs(argv) {
   return o;
 }
 
-function skip(why, detail = '') {
-  const msg = `POSTGRES BENCHMARK SKIPPED: ${why}`;
-  console.log(`\n## Database gateway benchmark\n\n**${msg}**\n`);
-  if (detail) console.log('```\n' + detail.trim().split('\n').slice(-40).join('\n') + '\n```\n');
-  log(msg);
-  return { skipped: true, why };
-}
+const skip = (why, detail = '') => skipSection('Database gateway benchmark', why, detail);
 
 function has(cmd) {
   return spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;

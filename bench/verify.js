@@ -36,7 +36,7 @@ import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, 
 import { cpus, loadavg, tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { BENCH_DIR, ROOT, fmt, log, mdTable, sleep } from './lib/common.js';
+import { BENCH_DIR, ROOT, fmt, log, mdTable, sleep, skipSection } from './lib/common.js';
 
 export const SKIPPED = 3;
 
@@ -75,13 +75,7 @@ function parseArgs(argv) {
   return o;
 }
 
-function skip(why, detail = '') {
-  const msg = `VERIFY BENCHMARK SKIPPED: ${why}`;
-  console.log(`\n## Verify benchmark\n\n**${msg}**\n`);
-  if (detail) console.log('```\n' + detail.trim().split('\n').slice(-40).join('\n') + '\n```\n');
-  log(msg);
-  return { skipped: true, why };
-}
+const skip = (why, detail = '') => skipSection('Verify benchmark', why, detail);
 
 const dist = (p) => import(pathToFileURL(path.join(ROOT, 'dist', p)).href);
 

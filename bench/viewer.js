@@ -39,7 +39,7 @@ import { cpus, tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import WebSocket from 'ws';
-import { BENCH_DIR, LIB, ROOT, cpuSeconds, fmt, freePort, killAll, log, mdTable, rssMiB, sleep, startJsonServer, startProc, stopProc } from './lib/common.js';
+import { BENCH_DIR, LIB, ROOT, cpuSeconds, fmt, freePort, killAll, log, mdTable, rssMiB, sleep, startJsonServer, startProc, stopProc, skipSection } from './lib/common.js';
 
 export const SKIPPED = 3;
 const PASSWORD = 'bench viewer password 1';
@@ -66,13 +66,7 @@ function parseArgs(argv) {
   return o;
 }
 
-function skip(why, detail = '') {
-  const msg = `VIEWER BENCHMARK SKIPPED: ${why}`;
-  console.log(`\n## Audit viewer benchmark\n\n**${msg}**\n`);
-  if (detail) console.log('```\n' + detail.trim().split('\n').slice(-40).join('\n') + '\n```\n');
-  log(msg);
-  return { skipped: true, why };
-}
+const skip = (why, detail = '') => skipSection('Audit viewer benchmark', why, detail);
 
 const median = (xs) => {
   const a = xs.filter((x) => x !== undefined && Number.isFinite(x)).sort((x, y) => x - y);

@@ -22,6 +22,7 @@ import { fileURLToPath } from 'node:url';
 import {
   ROOT, BENCH_DIR, LIB, ensureTools, machineInfo, machineLine, startJsonServer, startNginx, startRedis, hasRedis,
   startPortcullis, addUser, signIn, openFds, rssMiB, cpuSeconds, freePort, sleep, log, mdTable, fmt, killAll,
+  skipSection, runLoadScript,
 } from './lib/common.js';
 import { median } from './lib/measure.js';
 
@@ -47,13 +48,7 @@ function parseArgs(argv) {
   return o;
 }
 
-function skip(why, detail = '') {
-  const msg = `WEBSOCKET BENCHMARK SKIPPED: ${why}`;
-  console.log(`\n## WebSocket benchmark\n\n**${msg}**\n`);
-  if (detail) console.log('```\n' + detail.trim().split('\n').slice(-40).join('\n') + '\n```\n');
-  log(msg);
-  return { skipped: true, why };
-}
+const skip = (why, detail = '') => skipSection('WebSocket benchmark', why, detail);
 
 function loadCmd(tools, args) {
   const full = [path.join(LIB, 'ws-load.js'), ...args];
@@ -62,19 +57,7 @@ function loadCmd(tools, args) {
 
 /** Runs ws-load.js echo; resolves its BENCHJSON. */
 function echo(tools, url, connections, seconds, headers) {
-  const [cmd, argv] = loadCmd(tools, ['echo', url, String(connections), String(seconds), ...headers]);
-  return new Promise((resolve, reject) => {
-    const p = spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    p.stdout.on('data', (d) => { out += d; });
-    p.stderr.on('data', (d) => { err += d; });
-    p.on('exit', (code) => {
-      const line = out.split('\n').find((l) => l.startsWith('BENCHJSON '));
-      if (!line) return reject(new Error(`ws-load echo failed (${code}): ${err || out}`));
-      resolve(JSON.parse(line.slice('BENCHJSON '.length)));
-    });
-  });
+  return runLoadScript(tools, path.join(LIB, 'ws-load.js'), ['echo', url, String(connections), String(seconds), ...headers]);
 }
 
 /** Starts ws-load.js idle; resolves {info, stop} once its connections are open. */

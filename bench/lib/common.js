@@ -236,6 +236,42 @@ http {
   return { proc, pid: proc.pid, port, dir, confPath, stop };
 }
 
+// ---- section plumbing ----------------------------------------------------------------------
+/**
+ * Reports a section that could not run (build failed, a service is missing …): prints the reason
+ * (and the tail of `detail`) and returns `{skipped: true, why}` for bench/run.js (exit 3).
+ */
+export function skipSection(title, why, detail = '') {
+  const msg = `${title.toUpperCase()} SKIPPED: ${why}`;
+  console.log(`\n## ${title}\n\n**${msg}**\n`);
+  if (detail) console.log('```\n' + String(detail).trim().split('\n').slice(-40).join('\n') + '\n```\n');
+  log(msg);
+  return { skipped: true, why };
+}
+
+/**
+ * Runs `node SCRIPT ARGS…` on core 1 (the load generator's core) and resolves the JSON of its
+ * `BENCHJSON {…}` line (bench/lib/paced.js, ws-load.js echo).
+ */
+export function runLoadScript(tools, script, args) {
+  const full = [script, ...args];
+  const [cmd, argv] = tools.taskset ? ['taskset', ['-c', '1', process.execPath, ...full]] : [process.execPath, full];
+  return new Promise((resolve, reject) => {
+    const p = spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
+    children.add(p);
+    let out = '';
+    let err = '';
+    p.stdout.on('data', (d) => { out += d; });
+    p.stderr.on('data', (d) => { err += d; });
+    p.on('exit', (code) => {
+      children.delete(p);
+      const line = out.split('\n').find((l) => l.startsWith('BENCHJSON '));
+      if (!line) return reject(new Error(`${path.basename(script)} failed (${code}): ${err || out}`));
+      resolve(JSON.parse(line.slice('BENCHJSON '.length)));
+    });
+  });
+}
+
 // ---- private redis -------------------------------------------------------------------------
 /**
  * A private redis-server on a free loopback port, its data in `dir` (`appendonly yes`, `appendfsync

@@ -15,8 +15,8 @@
  *   clipoll:<sha256>      polling interval marker (slow_down)
  *   dpop-jti:<jkt>:<sha>  seen DPoP proof ids, 2 min
  */
-import { createHash, createPublicKey, randomBytes, randomInt, verify, type KeyObject } from 'node:crypto';
-import { calculateJwkThumbprint, decodeJwt, decodeProtectedHeader, type JWK, type JWTPayload, type ProtectedHeaderParameters } from 'jose';
+import { createHash, createPublicKey, randomBytes, randomInt, type KeyObject } from 'node:crypto';
+import { calculateJwkThumbprint, decodeProtectedHeader, errors as joseErrors, jwtVerify, type JWK, type JWTPayload, type ProtectedHeaderParameters } from 'jose';
 import type { Store } from '../store/store.js';
 import { safeEqual } from '../web/cookies.js';
 import type { MfaCheck } from './identity.js';
@@ -185,16 +185,15 @@ async function proofKey(jwk: JWK): Promise<{ key: KeyObject; jkt: string } | und
  * Verifies a DPoP proof (RFC 9449 §4.3) except replay: header `typ: dpop+jwt`, `alg` ES256 or EdDSA,
  * a public `jwk` whose key signed it (no `crit`, no unencoded payload); claims `htm`, `htu` (compared
  * without query), `iat` within ±60 s, a `jti`, `exp`/`nbf` when present, and `ath` when an access
- * token is given. Returns the key's RFC 7638 thumbprint and the jti. jose decodes the JOSE parts and
- * computes the thumbprint; the signature is checked with node:crypto (≈ 3× faster than WebCrypto here).
+ * token is given. Returns the key's RFC 7638 thumbprint and the jti. jose checks the JWS (signature,
+ * algorithm, `typ`, `crit`) with the proof's key, imported once and cached; the DPoP claims are
+ * checked here.
  */
 export async function checkDpopProof(proof: string, expect: DpopExpectation): Promise<{ ok: true; jkt: string; jti: string } | { ok: false; reason: DpopFailure }> {
   if (proof.length === 0 || proof.length > DPOP_MAX_LENGTH || !/^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/.test(proof)) return { ok: false, reason: 'malformed' };
   let header: ProtectedHeaderParameters;
-  let payload: JWTPayload;
   try {
     header = decodeProtectedHeader(proof);
-    payload = decodeJwt(proof);
   } catch {
     return { ok: false, reason: 'malformed' };
   }
@@ -205,14 +204,15 @@ export async function checkDpopProof(proof: string, expect: DpopExpectation): Pr
   const jwk = publicJwk(header.jwk, alg);
   const entry = jwk === undefined ? undefined : await proofKey(jwk);
   if (entry === undefined) return { ok: false, reason: 'bad-key' };
-  const dot = proof.lastIndexOf('.');
-  const signature = Buffer.from(proof.slice(dot + 1), 'base64url');
-  const input = Buffer.from(proof.slice(0, dot));
-  const valid =
-    alg === 'ES256'
-      ? signature.length === 64 && verify('sha256', input, { key: entry.key, dsaEncoding: 'ieee-p1363' }, signature)
-      : signature.length === 64 && verify(null, input, entry.key, signature);
-  if (!valid) return { ok: false, reason: 'bad-signature' };
+  let payload: JWTPayload;
+  try {
+    // exp and nbf are held to the DPoP window below, more strictly than jose's tolerance.
+    ({ payload } = await jwtVerify(proof, entry.key, { typ: 'dpop+jwt', algorithms: [alg], currentDate: new Date(expect.now), clockTolerance: DPOP_IAT_WINDOW_MS / 1000 }));
+  } catch (err) {
+    if (err instanceof joseErrors.JWSSignatureVerificationFailed) return { ok: false, reason: 'bad-signature' };
+    if (err instanceof joseErrors.JWTExpired || err instanceof joseErrors.JWTClaimValidationFailed) return { ok: false, reason: 'stale' };
+    return { ok: false, reason: 'malformed' };
+  }
   if (payload.htm !== expect.method) return { ok: false, reason: 'bad-method' };
   const htu = typeof payload.htu === 'string' ? normalizedUrl(payload.htu) : undefined;
   const want = normalizedUrl(expect.url);

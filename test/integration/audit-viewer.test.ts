@@ -201,6 +201,8 @@ describe('history', () => {
   });
 
   it('reports log health for this instance and for other logs in the sink', async () => {
+    // The writer ships records a few ms after they are spooled: let the earlier tests' records land.
+    expect(await gw.app.audit.flush(5_000)).toBe(true);
     const other = createFileSink({ dir: join(gw.dir, 'audit') });
     await other.append('gw-other', [{ seq: 0, bytes: canonicalBytes({ v: 1, seq: 0, id: 'x', ts: new Date().toISOString(), kind: 'config' }) }]);
     await other.close();

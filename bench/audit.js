@@ -21,16 +21,15 @@
 // Builds first (`npm run build`) unless --no-build. Prints markdown and writes
 // bench/results/audit-<date>.md (+ .json). Exits 3 ("skipped") when the build, redis-server or a
 // gateway fails, saying why.
-import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import {
-  startRedis, BENCH_DIR, LIB, ROOT, ensureTools, fmt, freePort, killAll, log, machineInfo, machineLine, mdTable, sleep,
+  startRedis, LIB, ROOT, ensureTools, fmt, freePort, killAll, log, machineInfo, machineLine, mdTable, sleep,
   startJsonServer, startProc, stopProc,
-  skipSection,
+  skipSection, buildProject, writeResults, hasRedis,
 } from './lib/common.js';
 import { measureLevel, otherLoad } from './lib/measure.js';
 
@@ -205,15 +204,9 @@ export async function run(argv = []) {
   const tools = ensureTools();
   const machine = machineInfo(tools);
   log(machineLine(machine));
-  if (spawnSync('sh', ['-c', 'command -v redis-server'], { stdio: 'ignore' }).status !== 0) {
-    return skip('redis-server is not installed (Debian: apt-get install -y redis-server)');
-  }
-  if (opts.build) {
-    log('npm run build …');
-    const b = spawnSync('npm', ['run', '--silent', 'build'], { cwd: ROOT, encoding: 'utf8' });
-    if (b.status !== 0) return skip('`npm run build` failed', `${b.stdout}\n${b.stderr}`);
-  }
-  if (!existsSync(path.join(ROOT, 'dist/audit/audit-log.js'))) return skip('dist/audit/audit-log.js is missing after the build');
+  if (!hasRedis()) return skip('redis-server is not installed (Debian: apt-get install -y redis-server)');
+  const unbuilt = buildProject(opts.build, ['audit/audit-log.js']);
+  if (unbuilt) return skip(unbuilt.why, unbuilt.detail);
 
   const tmp = mkdtempSync(path.join(tmpdir(), 'portcullis-bench-audit-'));
   const stops = [];
@@ -276,12 +269,7 @@ export async function run(argv = []) {
     results.summary = summary(results);
     const md = report(results);
     console.log(md);
-    const dir = path.join(BENCH_DIR, 'results');
-    mkdirSync(dir, { recursive: true });
-    const out = opts.out ?? path.join(dir, `audit-${machine.date.slice(0, 19).replaceAll(':', '')}.md`);
-    writeFileSync(out, md + '\n');
-    writeFileSync(out.replace(/\.md$/, '') + '.json', JSON.stringify(results, null, 2) + '\n');
-    log(`written ${path.relative(process.cwd(), out)}`);
+    writeResults('audit', machine.date, md, results, opts.out);
     return results;
   } finally {
     for (const stop of stops.reverse()) await stop();

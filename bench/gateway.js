@@ -20,17 +20,16 @@
 // redis-server (the shared 6379 is never touched), adds a user, signs in through the login form
 // and checks that the upstream sees the identity headers. If anything fails it says why and exits
 // 3 ("skipped"), so `bench/run.js` carries on.
-import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, writeFileSync, existsSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
-  ROOT, BENCH_DIR, LIB, NGINX_NOTES, ensureTools, machineInfo, machineLine, startJsonServer, startNginx,
+  LIB, NGINX_NOTES, ensureTools, machineInfo, machineLine, startJsonServer, startNginx,
   startRedis, hasRedis, startPortcullis, addUser, signIn, probe, openFds, setAffinity, rssMiB, cpuSeconds,
   freePort, sleep, log, mdTable, fmt, killAll, runWrk,
-  skipSection, runLoadScript,
+  skipSection, buildProject, writeResults, runLoadScript,
 } from './lib/common.js';
 import { measureLevel, median, otherLoad } from './lib/measure.js';
 import { checkHopByHop, checkAbort } from './lib/checks.js';
@@ -140,12 +139,8 @@ export async function run(argv = []) {
   log(machineLine(machine));
   if (opts.sink === 'redis' && !hasRedis()) return skip('redis-server is not installed (Debian: apt-get install -y redis-server); or run with --sink file');
 
-  if (opts.build) {
-    log('npm run build …');
-    const b = spawnSync('npm', ['run', '--silent', 'build'], { cwd: ROOT, encoding: 'utf8' });
-    if (b.status !== 0) return skip('`npm run build` failed', `${b.stdout}\n${b.stderr}`);
-  }
-  if (!existsSync(path.join(ROOT, 'dist/main.js'))) return skip('dist/main.js is missing after the build');
+  const unbuilt = buildProject(opts.build, ['main.js']);
+  if (unbuilt) return skip(unbuilt.why, unbuilt.detail);
 
   const tmp = mkdtempSync(path.join(tmpdir(), 'portcullis-bench-gw-'));
   const stops = [];
@@ -293,12 +288,7 @@ export async function run(argv = []) {
     results.summary = summary(results);
     const md = report(results);
     console.log(md);
-    const dir = path.join(BENCH_DIR, 'results');
-    mkdirSync(dir, { recursive: true });
-    const out = opts.out ?? path.join(dir, `gateway-${machine.date.slice(0, 19).replaceAll(':', '')}.md`);
-    writeFileSync(out, md + '\n');
-    writeFileSync(out.replace(/\.md$/, '') + '.json', JSON.stringify(results, null, 2) + '\n');
-    log(`written ${path.relative(process.cwd(), out)}`);
+    writeResults('gateway', machine.date, md, results, opts.out);
     return results;
   } catch (e) {
     return skip(e.message.split('\n')[0], e.detail ?? e.stack);

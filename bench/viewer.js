@@ -33,13 +33,13 @@
 // Builds first (`npm run build`) unless --no-build. Prints markdown and writes
 // bench/results/viewer-<date>.md (+ .json). Exits 3 ("skipped") when the build or the gateway fails.
 import { spawn, spawnSync, execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import { cpus, tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import WebSocket from 'ws';
-import { BENCH_DIR, LIB, ROOT, cpuSeconds, fmt, freePort, killAll, log, mdTable, rssMiB, sleep, startJsonServer, startProc, stopProc, skipSection } from './lib/common.js';
+import { LIB, ROOT, cpuSeconds, fmt, freePort, killAll, log, mdTable, rssMiB, sleep, startJsonServer, startProc, stopProc, skipSection, buildProject, writeResults } from './lib/common.js';
 
 export const SKIPPED = 3;
 const PASSWORD = 'bench viewer password 1';
@@ -300,12 +300,8 @@ export async function run(argv = []) {
   const t0 = Date.now();
   const taskset = spawnSync('sh', ['-c', 'command -v taskset'], { stdio: 'ignore' }).status === 0 && cpus().length >= 2;
   const m = machine(taskset);
-  if (opts.build) {
-    log('npm run build …');
-    const b = spawnSync('npm', ['run', '--silent', 'build'], { cwd: ROOT, encoding: 'utf8' });
-    if (b.status !== 0) return skip('`npm run build` failed', `${b.stdout}\n${b.stderr}`);
-  }
-  if (!existsSync(path.join(ROOT, 'dist/main.js'))) return skip('dist/main.js is missing after the build');
+  const unbuilt = buildProject(opts.build, ['main.js']);
+  if (unbuilt) return skip(unbuilt.why, unbuilt.detail);
   const tools = { taskset };
   const upstream = await startJsonServer([path.join(LIB, 'upstream.js')], tools);
   const tmp = mkdtempSync(path.join(tmpdir(), 'portcullis-bench-viewer-'));
@@ -343,12 +339,7 @@ export async function run(argv = []) {
     const results = { machine: m, opts, rows, seconds: (Date.now() - t0) / 1000 };
     const md = report(results);
     console.log(md);
-    const dir = path.join(BENCH_DIR, 'results');
-    mkdirSync(dir, { recursive: true });
-    const out = opts.out ?? path.join(dir, `viewer-${m.date.slice(0, 19).replaceAll(':', '')}.md`);
-    writeFileSync(out, md + '\n');
-    writeFileSync(out.replace(/\.md$/, '') + '.json', JSON.stringify(results, null, 2) + '\n');
-    log(`written ${path.relative(process.cwd(), out)}`);
+    writeResults('viewer', m.date, md, results, opts.out);
     return results;
   } finally {
     if (gw) await stopProc(gw);

@@ -13,16 +13,16 @@
 // - idle: `--idle` WebSockets opened through the gateway and held silent; RSS before, with all of
 //   them open, and after they close; the same count through nginx. Each proxied WebSocket holds two
 //   sockets in the proxy, so the count is capped below half the proxy's open-file limit (said so).
-import { spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, writeFileSync, existsSync, rmSync, readFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, writeFileSync, rmSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import {
-  ROOT, BENCH_DIR, LIB, ensureTools, machineInfo, machineLine, startJsonServer, startNginx, startRedis, hasRedis,
+  LIB, ensureTools, machineInfo, machineLine, startJsonServer, startNginx, startRedis, hasRedis,
   startPortcullis, addUser, signIn, openFds, rssMiB, cpuSeconds, freePort, sleep, log, mdTable, fmt, killAll,
-  skipSection, runLoadScript,
+  skipSection, buildProject, writeResults, runLoadScript,
 } from './lib/common.js';
 import { median } from './lib/measure.js';
 
@@ -115,12 +115,8 @@ export async function run(argv = []) {
   const machine = machineInfo(tools);
   log(machineLine(machine));
   if (!hasRedis()) return skip('redis-server is not installed (Debian: apt-get install -y redis-server)');
-  if (opts.build) {
-    log('npm run build …');
-    const b = spawnSync('npm', ['run', '--silent', 'build'], { cwd: ROOT, encoding: 'utf8' });
-    if (b.status !== 0) return skip('`npm run build` failed', `${b.stdout}\n${b.stderr}`);
-  }
-  if (!existsSync(path.join(ROOT, 'dist/main.js'))) return skip('dist/main.js is missing after the build');
+  const unbuilt = buildProject(opts.build, ['main.js']);
+  if (unbuilt) return skip(unbuilt.why, unbuilt.detail);
 
   const tmp = mkdtempSync(path.join(tmpdir(), 'portcullis-bench-ws-'));
   const stops = [];
@@ -202,12 +198,7 @@ routes:
     results.summary = summary(results);
     const md = report(results);
     console.log(md);
-    const dir = path.join(BENCH_DIR, 'results');
-    mkdirSync(dir, { recursive: true });
-    const out = opts.out ?? path.join(dir, `websocket-${machine.date.slice(0, 19).replaceAll(':', '')}.md`);
-    writeFileSync(out, md + '\n');
-    writeFileSync(out.replace(/\.md$/, '') + '.json', JSON.stringify(results, null, 2) + '\n');
-    log(`written ${path.relative(process.cwd(), out)}`);
+    writeResults('websocket', machine.date, md, results, opts.out);
     return results;
   } catch (e) {
     return skip(e.message.split('\n')[0], e.stack);

@@ -272,6 +272,30 @@ export function runLoadScript(tools, script, args) {
   });
 }
 
+/**
+ * `npm run build` (bin/portcullis.js runs dist/), unless `build` is false; then checks that every
+ * `dist/<file>` the section needs is there. Returns undefined, or `{why, detail}` to skip with.
+ */
+export function buildProject(build, needs = ['main.js']) {
+  if (build) {
+    log('npm run build …');
+    const b = spawnSync('npm', ['run', '--silent', 'build'], { cwd: ROOT, encoding: 'utf8' });
+    if (b.status !== 0) return { why: '`npm run build` failed', detail: `${b.stdout}\n${b.stderr}` };
+  }
+  const missing = needs.find((f) => !existsSync(path.join(ROOT, 'dist', f)));
+  return missing === undefined ? undefined : { why: `dist/${missing} is missing after the build` };
+}
+
+/** Writes a section's report to `out`, else `bench/results/<name>-<date>.md`, and its raw numbers beside it (.json). */
+export function writeResults(name, date, md, results, out) {
+  const file = out ?? path.join(BENCH_DIR, 'results', `${name}-${date.slice(0, 19).replaceAll(':', '')}.md`);
+  mkdirSync(path.dirname(file), { recursive: true });
+  writeFileSync(file, md + '\n');
+  writeFileSync(file.replace(/\.md$/, '') + '.json', JSON.stringify(results, null, 2) + '\n');
+  log(`written ${path.relative(process.cwd(), file)}`);
+  return file;
+}
+
 // ---- private redis -------------------------------------------------------------------------
 /**
  * A private redis-server on a free loopback port, its data in `dir` (`appendonly yes`, `appendfsync

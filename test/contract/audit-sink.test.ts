@@ -16,7 +16,7 @@ import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createAuditSink } from '../../src/audit/create-sink.js';
 import { createFileSink, type FileSinkOptions } from '../../src/audit/file-sink.js';
-import { createRedisSink } from '../../src/audit/redis-sink.js';
+import { APPEND_LUA, createRedisSink } from '../../src/audit/redis-sink.js';
 import { AuditSinkConflictError, type AuditSink } from '../../src/audit/sink.js';
 import { startRedisServer, type TestRedisServer } from '../support/redis-server.js';
 import { deleteKeys, timed, untilResolved } from '../support/redis-test-kit.js';
@@ -361,6 +361,27 @@ describe('Redis audit sink', () => {
       expect(await admin.xlen(key)).toBe(5);
     });
 
+    it('sends a batch as one script call that stops at the first refused record, so a batch never leaves a hole', async () => {
+      const stream = uniqueStream();
+      streams.add(stream);
+      const key = `${stream}:{gw-0}:records`;
+      const [a, b, c] = [record(0).bytes, record(1).bytes, record(2).bytes];
+      // The second ID is not a stream ID: Redis refuses that XADD, and the third is not attempted.
+      const replies = await admin.eval(APPEND_LUA, 1, key, '0-1', a, 'not-an-id', b, '0-3', c);
+      expect(replies).toEqual([0, expect.stringMatching(/Invalid stream ID/), expect.stringMatching(/^NOTRUN/)]);
+      expect(await admin.xlen(key)).toBe(1);
+      // A re-send (an ID at or below the top) does not stop it: the records after it are stored.
+      expect(await admin.eval(APPEND_LUA, 1, key, '0-1', a, '0-2', b, '0-3', c)).toEqual([expect.stringMatching(/equal or smaller/), 0, 0]);
+      expect(await admin.xlen(key)).toBe(3);
+      const sink = sharedSink(stream);
+      const before = Number(/cmdstat_evalsha:calls=(\d+)/.exec(await admin.info('commandstats'))?.[1] ?? 0);
+      await Promise.all([sink.append('gw-0', records(3, 40)), sink.append('gw-0', records(43, 40))]);
+      const after = Number(/cmdstat_evalsha:calls=(\d+)/.exec(await admin.info('commandstats'))?.[1] ?? 0);
+      expect(after - before).toBeGreaterThanOrEqual(1);
+      expect(after - before).toBeLessThanOrEqual(2); // one call per round, not one per record
+      expect(await admin.xlen(key)).toBe(83);
+    });
+
     it('lists logs of its own stream prefix only, whatever glob characters the prefix holds', async () => {
       const base = uniqueStream();
       const a = sharedSink(`${base}:a*`);
@@ -412,6 +433,20 @@ describe('Redis audit sink when Redis fails', () => {
   afterAll(async () => {
     inspect.disconnect();
     await server.stop();
+  });
+
+  it('stores nothing of a batch Redis refuses for lack of memory, and all of it once memory is back', async () => {
+    sink = createRedisSink({ url: server.url, stream: 'faults' });
+    await sink.append('gw-0', records(0, 5));
+    await inspect.config('SET', 'maxmemory', '1');
+    try {
+      await expect(sink.append('gw-0', records(5, 20))).rejects.toThrow(/OOM/);
+      expect(await inspect.xlen(key)).toBe(5);
+    } finally {
+      await inspect.config('SET', 'maxmemory', '0');
+    }
+    await sink.append('gw-0', records(5, 20));
+    expect((await sink.read('gw-0', 0, 100)).map((r) => r.seq)).toEqual(Array.from({ length: 25 }, (_, i) => i));
   });
 
   it('fails fast while Redis is down; after a restart the same batch is stored exactly once', async () => {

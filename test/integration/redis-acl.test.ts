@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { Redis } from 'ioredis';
+import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createRedisSink } from '../../src/audit/redis-sink.js';
 import type { AuditSink } from '../../src/audit/sink.js';
@@ -154,7 +155,27 @@ describe('deploy/redis', () => {
       }
     });
 
-    it('cannot delete, trim, rename, overwrite or script anything, nor reach other keys or the server config', async () => {
+    it('still appends, as MULTI/EXEC batches with one warning, for an audit user from before the append script', async () => {
+      const password = randomBytes(16).toString('hex');
+      await ops.call('acl', 'setuser', 'portcullis-audit-v1', 'on', `#${sha256(password)}`, 'resetkeys', `~${STREAM}:*`, 'resetchannels', '-@all',
+        '+ping', '+info', '+client|setname', '+select', '+quit', '+multi', '+exec', '+xadd', '+xrange', '+xrevrange', '+scan');
+      const warnings: string[] = [];
+      const logger = pino({ level: 'warn' }, { write: (line: string) => void warnings.push(line) });
+      const sink = createRedisSink({ url: url('portcullis-audit-v1', password), stream: STREAM, logger });
+      try {
+        const batch = Array.from({ length: 30 }, (_, seq) => ({ seq, bytes: Buffer.from(`{"seq":${seq},"v":1}`) }));
+        await sink.append('gw-v1', batch.slice(0, 20));
+        await sink.append('gw-v1', batch.slice(10)); // a re-send overlapping what is stored
+        expect((await sink.head('gw-v1')).size).toBe(30);
+        expect((await sink.read('gw-v1', 0, 100)).map((r) => r.bytes.toString())).toEqual(batch.map((r) => r.bytes.toString()));
+        expect(warnings.filter((w) => w.includes('MULTI/EXEC'))).toHaveLength(1);
+      } finally {
+        await sink.close();
+        await ops.call('acl', 'deluser', 'portcullis-audit-v1');
+      }
+    });
+
+    it('cannot delete, trim, rename or overwrite anything, directly or from a script, nor reach other keys or the server config', async () => {
       const key = `${STREAM}:{gw-0}:records`;
       await ops.xadd(key, '*', 'r', '{}').catch(() => undefined); // make sure the stream exists
       const refused: [string, ...(string | number)[]][] = [
@@ -165,8 +186,6 @@ describe('deploy/redis', () => {
         ['unlink', key],
         ['rename', key, `${STREAM}:{gw-0}:moved`],
         ['set', key, 'x'],
-        ['eval', "return redis.call('DEL', KEYS[1])", 1, key],
-        ['evalsha', 'e0e1f9fabfc9d4800c877a703b823ac0578ff8db', 1, key],
         ['function', 'flush'],
         ['flushall'],
         ['flushdb'],
@@ -180,6 +199,20 @@ describe('deploy/redis', () => {
       for (const [command, ...args] of refused) {
         await expect(audit.call(command, ...args), command).rejects.toThrow(/NOPERM/);
       }
+      // It may run scripts (the sink's append script), but a script runs with its caller's ACL.
+      const scripted: [string, RegExp][] = [
+        ["return redis.call('DEL', KEYS[1])", /can't run this command/],
+        ["return redis.call('XTRIM', KEYS[1], 'MAXLEN', 0)", /can't run this command/],
+        ["return redis.call('XDEL', KEYS[1], '0-1')", /can't run this command/],
+        ["return redis.call('XSETID', KEYS[1], '0-1')", /can't run this command/],
+        ["return redis.call('CONFIG', 'SET', 'appendonly', 'no')", /can't run this command|not allowed from script/],
+        ["return redis.call('SCRIPT', 'FLUSH')", /can't run this command|not allowed from script/],
+      ];
+      for (const [lua, error] of scripted) {
+        await expect(audit.call('eval', lua, 1, key), lua).rejects.toThrow(error);
+      }
+      await expect(audit.call('eval', "return redis.call('XADD', KEYS[1], '*', 'r', '{}')", 1, `${STORE_PREFIX}x`)).rejects.toThrow(/NOPERM/);
+      await expect(audit.call('eval', "return redis.call('GET', KEYS[1])", 1, `${STORE_PREFIX}session:1`)).rejects.toThrow(/NOPERM/);
       expect(await ops.exists(key)).toBe(1);
     });
   });

@@ -100,6 +100,10 @@ const NEWLINE = Buffer.from('\n');
  * CPU, measured); when a group commit or a swap is queued it joins that instead, so lines keep
  * their order. Lines are whole lines either way, and the file is opened for appending. A request's
  * intent, which it waits for before being forwarded, thus costs no added latency (docs/adr/0002).
+ *
+ * A record that needs no fsync (`lazy`) waits for the end of the loop turn instead: nothing waits for
+ * it to be written, so the records of every request that ended in one turn go out in one write(2),
+ * or with the next write made before then (which takes them first, keeping the order).
  */
 function createSpoolWriter(initial: FileHandle, initialSize: number) {
   let fh = initial;
@@ -110,6 +114,10 @@ function createSpoolWriter(initial: FileHandle, initialSize: number) {
   let busy = 0;
   let chain: Promise<void> = Promise.resolve();
   let size = initialSize;
+  /** Lazy records not yet handed to a write, and who waits for them. */
+  let lazy: Buffer[] = [];
+  let lazyWaiters: { resolve: () => void; reject: (e: unknown) => void }[] = [];
+  let lazyScheduled = false;
 
   const flush = async () => {
     scheduled = false;
@@ -141,16 +149,34 @@ function createSpoolWriter(initial: FileHandle, initialSize: number) {
   }
 
   /** Writes now when nothing is queued and no fsync is asked for, else queues (see above). */
-  function put(chunks: Buffer[], sync: boolean): Promise<void> {
-    if (sync || busy > 0 || scheduled) return queue(chunks, sync);
-    try {
-      const data = chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks);
-      for (let off = 0; off < data.length; ) off += writeSync(fh.fd, data, off);
-      size += data.length;
-    } catch (err) {
-      return Promise.reject(err instanceof Error ? err : new Error(String(err)));
+  function put(own: Buffer[], sync: boolean): Promise<void> {
+    // Lazy records written before this write go first, in the same write.
+    const carried = lazyWaiters;
+    const chunks = lazy.length === 0 ? own : [...lazy, ...own];
+    if (lazy.length > 0) {
+      lazy = [];
+      lazyWaiters = [];
     }
-    return Promise.resolve();
+    let done: Promise<void>;
+    if (sync || busy > 0 || scheduled) done = queue(chunks, sync);
+    else {
+      try {
+        const data = chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks);
+        for (let off = 0; off < data.length; ) off += writeSync(fh.fd, data, off);
+        size += data.length;
+        done = Promise.resolve();
+      } catch (err) {
+        done = Promise.reject(err instanceof Error ? err : new Error(String(err)));
+      }
+    }
+    for (const w of carried) done.then(w.resolve, w.reject);
+    return done;
+  }
+
+  /** Hands the lazy records to a write (at the end of the loop turn, or before a swap or a drain). */
+  function flushLazy(): void {
+    lazyScheduled = false;
+    if (lazy.length > 0) put([], false).catch(() => undefined); // their waiters hear of a failure
   }
 
   return {
@@ -161,9 +187,19 @@ function createSpoolWriter(initial: FileHandle, initialSize: number) {
     write(lines: string, sync: boolean): Promise<void> {
       return put([Buffer.from(lines, 'utf8')], sync);
     },
-    /** Appends the record line `R\t<bytes>\n` (the record is not copied before the write). */
+    /**
+     * Appends the record line `R\t<bytes>\n` (the record is not copied before the write); without
+     * `sync` at the end of the loop turn at the latest (see above).
+     */
     writeRecord(bytes: Buffer, sync: boolean): Promise<void> {
-      return put([RECORD_PREFIX, bytes, NEWLINE], sync);
+      if (sync) return put([RECORD_PREFIX, bytes, NEWLINE], true);
+      lazy.push(RECORD_PREFIX, bytes, NEWLINE);
+      const p = new Promise<void>((resolve, reject) => lazyWaiters.push({ resolve, reject }));
+      if (!lazyScheduled) {
+        lazyScheduled = true;
+        setImmediate(flushLazy);
+      }
+      return p;
     },
     /**
      * Once the writes queued so far are done, runs `replace` (which writes and renames the new
@@ -171,6 +207,7 @@ function createSpoolWriter(initial: FileHandle, initialSize: number) {
      * `replace` fails, writing goes on in the old file.
      */
     swap(replace: () => Promise<FileHandle>): Promise<void> {
+      flushLazy();
       busy += 1;
       const done = chain
         .then(async () => {
@@ -186,14 +223,50 @@ function createSpoolWriter(initial: FileHandle, initialSize: number) {
       chain = done.catch(() => undefined);
       return done;
     },
-    drain: () => chain,
+    /** Waits until everything written so far is in the file. */
+    drain: (): Promise<void> => {
+      flushLazy();
+      return chain;
+    },
     /** Waits for queued writes, then fsyncs and closes the file. */
     async close(): Promise<void> {
+      flushLazy();
       await chain;
       await fh.datasync().catch(() => undefined);
       await fh.close();
     },
   };
+}
+
+/**
+ * The record: the body with `log`, `prev` and `seq` added where RFC 8785 puts them when the body's
+ * keys are sorted (request records are built so), so the canonical serializer need not copy it. A
+ * spread (`{...body, log, seq, prev}`) cost ≈ 3.5 µs per record, this ≈ 0.2 µs.
+ */
+function chained(body: RecordBody, log: string, seq: number, prev: string): AuditRecord {
+  const fields = body as unknown as Record<string, unknown>;
+  const out: Record<string, unknown> = {};
+  let placed = 0; // how many of log, prev, seq (in that order) are in `out`
+  for (const k of Object.keys(fields)) {
+    if (k === 'log' || k === 'prev' || k === 'seq') continue; // the writer's own fields win
+    if (placed === 0 && k > 'log') {
+      out.log = log;
+      placed = 1;
+    }
+    if (placed === 1 && k > 'prev') {
+      out.prev = prev;
+      placed = 2;
+    }
+    if (placed === 2 && k > 'seq') {
+      out.seq = seq;
+      placed = 3;
+    }
+    out[k] = fields[k];
+  }
+  if (placed < 1) out.log = log;
+  if (placed < 2) out.prev = prev;
+  if (placed < 3) out.seq = seq;
+  return out as unknown as AuditRecord;
 }
 
 /** Opens (and recovers) the writer for one instance's log. */
@@ -436,12 +509,12 @@ export async function openAuditLog(opts: AuditLogOptions) {
 
   // --- appending ------------------------------------------------------------------------------
   function chain(body: RecordBody): StoredRecord {
-    const record: AuditRecord = { ...body, log: opts.origin, seq: size, prev };
-    const bytes = canonicalBytes(record);
+    const seq = size;
+    const bytes = canonicalBytes(chained(body, opts.origin, seq, prev));
     size += 1;
     const leaf = leafHash(bytes);
     prev = leaf.toString('hex');
-    return { seq: record.seq, bytes, leaf };
+    return { seq, bytes, leaf };
   }
 
   async function append(body: RecordBody, durable: boolean): Promise<StoredRecord> {

@@ -23,7 +23,7 @@ import { mkdir, open, readFile, rename, type FileHandle } from 'node:fs/promises
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { canonicalBytes, GENESIS_PREV, leafHash } from './canonical.js';
-import type { AuditRecord, RecordBody } from './record.js';
+import { chainedText, joinParts, type AuditRecord, type RecordBody, type RecordParts } from './record.js';
 import { AuditSinkConflictError, AuditSinkGapError, type AuditSink, type StoredRecord } from './sink.js';
 
 /** A request that is about to be forwarded (written before forwarding). */
@@ -367,7 +367,7 @@ export async function openAuditLog(opts: AuditLogOptions) {
       }
       for (const r of pending) lines.push(`R\t${r.bytes.toString('utf8')}`);
       lines.push(`A\t${acked}`);
-      for (const i of openIntents.values()) lines.push(`I\t${JSON.stringify(i)}`);
+      for (const i of openIntents.values()) lines.push(`I\t${i}`);
       await fh.write(`${lines.join('\n')}\n`);
       await fh.datasync();
     } finally {
@@ -388,12 +388,13 @@ export async function openAuditLog(opts: AuditLogOptions) {
   }
 
   let lastRecord: StoredRecord | undefined = lastLocal;
-  const openIntents = new Map<string, Intent>();
+  /** Intents not yet resolved by their record: id → the intent's JSON (as in its spool line). */
+  const openIntents = new Map<string, string>();
   const listeners = new Set<AppendListener>();
   // Crash recovery: intents whose record never made it. They stay open, so the compaction below
   // (and any later one) keeps them, until their crash-recovered record is in the spool.
   const orphans = [...intents.values()].filter((i) => !recordedIds.has(i.id));
-  for (const o of orphans) openIntents.set(o.id, o);
+  for (const o of orphans) openIntents.set(o.id, JSON.stringify(o));
   await compact();
   const walHandle = await open(walPath, 'a', 0o600);
   const spool = createSpoolWriter(walHandle, (await walHandle.stat()).size);
@@ -508,20 +509,29 @@ export async function openAuditLog(opts: AuditLogOptions) {
   }
 
   // --- appending ------------------------------------------------------------------------------
-  function chain(body: RecordBody): StoredRecord {
-    const seq = size;
-    const bytes = canonicalBytes(chained(body, opts.origin, seq, prev));
+  const originJson = JSON.stringify(opts.origin);
+
+  /** Hashes the record's bytes into the chain. */
+  function link(seq: number, bytes: Buffer): StoredRecord {
     size += 1;
     const leaf = leafHash(bytes);
     prev = leaf.toString('hex');
     return { seq, bytes, leaf };
   }
 
-  async function append(body: RecordBody, durable: boolean): Promise<StoredRecord> {
+  /** Chains a record given as canonical members (see {@link RecordParts}): no object is built. */
+  function chainParts(p: RecordParts): StoredRecord {
+    return link(size, Buffer.from(chainedText(p, originJson, prev, size), 'utf8'));
+  }
+
+  function checkAnchored(): void {
     if (!anchored) throw new Error('audit log is not anchored yet (sink unreachable since start)');
-    const rec = chain(body);
+  }
+
+  /** Spools a chained record, then hands it to the listeners and the sink writer. */
+  async function spoolRecord(rec: StoredRecord, id: string, durable: boolean): Promise<StoredRecord> {
     lastRecord = rec;
-    openIntents.delete(body.id);
+    openIntents.delete(id);
     const written = spool.writeRecord(rec.bytes, durable);
     if (pending.length < MAX_IN_MEMORY && overflowFrom === undefined) pending.push(rec);
     else overflowFrom ??= rec.seq;
@@ -541,6 +551,29 @@ export async function openAuditLog(opts: AuditLogOptions) {
     }
     void ship();
     return rec;
+  }
+
+  async function append(body: RecordBody, durable: boolean): Promise<StoredRecord> {
+    checkAnchored();
+    return spoolRecord(link(size, canonicalBytes(chained(body, opts.origin, size, prev))), body.id, durable);
+  }
+
+  async function appendParts(parts: RecordParts, durable: boolean): Promise<StoredRecord> {
+    checkAnchored();
+    return spoolRecord(chainParts(parts), parts.id, durable);
+  }
+
+  /** Writes an intent line (its body already serialized); see the returned `intent`. */
+  async function writeIntent(id: string, bodyJson: string, durable: boolean): Promise<void> {
+    const line = `{"id":${JSON.stringify(id)},"body":${bodyJson}}`;
+    openIntents.set(id, line);
+    try {
+      await spool.write(`I\t${line}\n`, durable);
+    } catch (err) {
+      spoolFailed = true;
+      openIntents.delete(id);
+      throw err;
+    }
   }
 
   /** Writes the crash-recovered record of every orphaned intent still open (needs the anchor). */
@@ -563,16 +596,15 @@ export async function openAuditLog(opts: AuditLogOptions) {
      * Writes a request's intent before it is forwarded; with `durable` it is fsynced first (strict
      * routes). Its own record later resolves it.
      */
-    async intent(intent: Intent, durable: boolean): Promise<void> {
-      openIntents.set(intent.id, intent);
-      try {
-        await spool.write(`I\t${JSON.stringify(intent)}\n`, durable);
-      } catch (err) {
-        spoolFailed = true;
-        openIntents.delete(intent.id);
-        throw err;
-      }
+    intent(intent: Intent, durable: boolean): Promise<void> {
+      return writeIntent(intent.id, JSON.stringify(intent.body), durable);
     },
+    /** {@link intent} with the body as canonical members (a request record's, before forwarding). */
+    intentParts(parts: RecordParts, durable: boolean): Promise<void> {
+      return writeIntent(parts.id, `{${joinParts(parts)}}`, durable);
+    },
+    /** {@link append} for a record given as canonical members (request records: no object is built). */
+    appendParts,
     /** Why a request may not be forwarded now, or undefined. */
     admission(): AdmissionRefusal | undefined {
       if (conflict) return 'sink-conflict';

@@ -65,6 +65,35 @@ export interface RecordBody {
 /** A chained record as stored. */
 export type AuditRecord = RecordBody & { readonly log: string; readonly seq: number; readonly prev: string };
 
+/**
+ * A record body as RFC 8785 canonical JSON members (`"key":value`, comma-separated, no braces), in
+ * the three runs the writer's own fields fall between: `head` holds the keys sorting before `log`,
+ * `mid` those between `prev` and `seq`, `tail` those after `seq` (any run may be empty). Every value
+ * is canonical and each run's keys are in UTF-16 order, so the record is the runs with `log`, `prev`
+ * and `seq` put in: serialized once, without building an object. Request records are made this way
+ * (src/audit/request-auditor.ts); a test holds them to the generic serializer.
+ */
+export interface RecordParts {
+  /** The record's `id` (it resolves the request's intent). */
+  readonly id: string;
+  readonly head: string;
+  readonly mid: string;
+  readonly tail: string;
+}
+
+/** The body's members in one run (`{${joinParts(p)}}` is the body without the writer's fields). */
+export function joinParts(p: RecordParts): string {
+  let out = p.head;
+  if (p.mid !== '') out = out === '' ? p.mid : `${out},${p.mid}`;
+  if (p.tail !== '') out = out === '' ? p.tail : `${out},${p.tail}`;
+  return out;
+}
+
+/** The record's canonical text: the runs with `log` (given as its JSON string), `prev` and `seq` put in. */
+export function chainedText(p: RecordParts, logJson: string, prev: string, seq: number): string {
+  return `{${p.head === '' ? '' : `${p.head},`}"log":${logJson},"prev":"${prev}"${p.mid === '' ? '' : `,${p.mid}`},"seq":${seq}${p.tail === '' ? '' : `,${p.tail}`}}`;
+}
+
 /** Length caps for request-derived strings (characters). */
 export const CAPS = { path: 2048, query: 2048, host: 256, userAgent: 512, reason: 256, user: 256, default: 1024 } as const;
 

@@ -8,7 +8,8 @@ import type { Logger } from 'pino';
 import type { ErrorCode } from '../errors/index.js';
 import type { Identity } from '../identity/index.js';
 import type { AuditLog } from './audit-log.js';
-import { CAPS, clean, microsBetween, redactQuery, type RecordBody, type RecordIdentity } from './record.js';
+import { NonCanonicalValueError } from './canonical.js';
+import { CAPS, clean, joinParts, microsBetween, redactQuery, type RecordBody, type RecordIdentity, type RecordParts } from './record.js';
 
 /** What the pipeline hands the auditor about a request (a subset of its RequestContext). */
 export interface AuditedRequest {
@@ -74,54 +75,79 @@ export function unparsedRecord(r: UnparsedRequest, opts: { nowMs: number; endNs:
   };
 }
 
-/** The record's identity block. */
-export function recordIdentity(identity: Identity, nowMs: number): RecordIdentity {
-  // Keys in RFC 8785 order, so the canonical serializer need not reorder them (a copy per record).
-  return {
-    auth: identity.auth,
-    ...(identity.email === undefined ? {} : { email: clean(identity.email, CAPS.user) }),
-    groups: identity.groups.slice(0, 64).map((g) => clean(g, CAPS.user)),
-    ...(identity.mfa === undefined ? {} : { mfa: { age_s: Math.max(0, Math.floor((nowMs - identity.mfa.at) / 1000)), factor: identity.mfa.factor } }),
-    provider: clean(identity.provider, CAPS.user),
-    ...(identity.session === undefined ? {} : { session: identity.session }),
-    user: clean(identity.user, CAPS.user),
-  };
+const str = (text: string): string => JSON.stringify(text);
+
+/** A safe integer as RFC 8785 prints it. @throws NonCanonicalValueError for anything else. */
+function int(n: number, path: string): string {
+  if (!Number.isSafeInteger(n)) throw new NonCanonicalValueError(path);
+  return String(n); // -0 too prints as 0
 }
 
-/** Builds a request record body (pure). */
-export function requestRecord(req: IncomingMessage, r: AuditedRequest, outcome: RequestOutcome, opts: { nowMs: number; endNs: bigint; redactParams: readonly string[] }): RecordBody {
-  const ua = req.headers['user-agent'];
-  const query = r.query === undefined ? undefined : clean(redactQuery(r.query, opts.redactParams), CAPS.query);
-  const ws = outcome.websocket;
-  // Keys in RFC 8785 order at every level (see recordIdentity); `log`, `prev` and `seq` are added
-  // when the record is chained.
-  return {
-    client: { ip: r.clientIp, ...(ua === undefined ? {} : { user_agent: clean(ua, CAPS.userAgent) }) },
-    decision: outcome.decision,
-    duration_us: microsBetween(r.startNs, opts.endNs),
-    id: r.id,
-    ...(r.identity === undefined ? {} : { identity: recordIdentity(r.identity, opts.nowMs) }),
-    kind: outcome.kind,
-    ...(outcome.reason ?? r.reason ? { reason: clean(outcome.reason ?? r.reason ?? '', CAPS.reason) } : {}),
-    request: {
-      ...(outcome.bytesIn === undefined ? {} : { bytes_in: outcome.bytesIn }),
-      host: clean(req.headers.host ?? '', CAPS.host),
-      method: clean(r.method, 32),
-      path: clean(r.path ?? req.url?.split('?')[0] ?? '', CAPS.path),
-      ...(query === undefined ? {} : { query }),
-    },
-    response: { ...(outcome.bytesOut === undefined ? {} : { bytes_out: outcome.bytesOut }), status: outcome.status },
-    ...(r.routeId === undefined ? {} : { route: r.routeId }),
-    ts: new Date(opts.nowMs).toISOString(),
-    ...(outcome.upstream === undefined
-      ? {}
-      : { upstream: { target: outcome.upstream.target, ...(outcome.upstream.ttfbNs === undefined ? {} : { ttfb_us: Number(outcome.upstream.ttfbNs / 1000n) }) } }),
-    v: 1,
-    ...(ws === undefined
-      ? {}
-      : { websocket: { bytes_in: ws.bytesIn, bytes_out: ws.bytesOut, duration_us: microsBetween(ws.openNs, opts.endNs), messages_in: ws.messagesIn, messages_out: ws.messagesOut } }),
-  };
+/** The identity block as canonical JSON (the same members as {@link recordIdentity}). */
+function identityJson(identity: Identity, nowMs: number): string {
+  let out = `{"auth":${str(identity.auth)}`;
+  if (identity.email !== undefined) out += `,"email":${str(clean(identity.email, CAPS.user))}`;
+  out += ',"groups":[';
+  const groups = identity.groups.length > 64 ? identity.groups.slice(0, 64) : identity.groups;
+  for (let i = 0; i < groups.length; i++) out += `${i === 0 ? '' : ','}${str(clean(groups[i] ?? '', CAPS.user))}`;
+  out += ']';
+  if (identity.mfa !== undefined) {
+    out += `,"mfa":{"age_s":${int(Math.max(0, Math.floor((nowMs - identity.mfa.at) / 1000)), '$.identity.mfa.age_s')},"factor":${str(identity.mfa.factor)}}`;
+  }
+  out += `,"provider":${str(clean(identity.provider, CAPS.user))}`;
+  if (identity.session !== undefined) out += `,"session":${str(identity.session)}`;
+  return `${out},"user":${str(clean(identity.user, CAPS.user))}}`;
 }
+
+/**
+ * Builds a request record as canonical members (pure; see RecordParts): the writer chains it
+ * without building or walking an object, which in a gateway under load cost more than the proxying
+ * (docs/adr/0002). Keys are written in RFC 8785 order; strings go through JSON.stringify, which is
+ * RFC 8785's string form; every number is checked to be a safe integer.
+ * @throws NonCanonicalValueError when a number is not a safe integer.
+ */
+export function requestRecordParts(req: IncomingMessage, r: AuditedRequest, outcome: RequestOutcome, opts: { nowMs: number; endNs: bigint; redactParams: readonly string[] }): RecordParts {
+  const ua = req.headers['user-agent'];
+  const reason = outcome.reason ?? r.reason;
+  let head = `"client":{"ip":${str(r.clientIp)}${ua === undefined ? '' : `,"user_agent":${str(clean(ua, CAPS.userAgent))}`}}`;
+  head += `,"decision":${str(outcome.decision)},"duration_us":${int(microsBetween(r.startNs, opts.endNs), '$.duration_us')},"id":${str(r.id)}`;
+  if (r.identity !== undefined) head += `,"identity":${identityJson(r.identity, opts.nowMs)}`;
+  head += `,"kind":${str(outcome.kind)}`;
+
+  let mid = reason ? `"reason":${str(clean(reason, CAPS.reason))},` : '';
+  mid += `"request":{${outcome.bytesIn === undefined ? '' : `"bytes_in":${int(outcome.bytesIn, '$.request.bytes_in')},`}`;
+  mid += `"host":${str(clean(req.headers.host ?? '', CAPS.host))},"method":${str(clean(r.method, 32))}`;
+  mid += `,"path":${str(clean(r.path ?? req.url?.split('?')[0] ?? '', CAPS.path))}`;
+  if (r.query !== undefined) mid += `,"query":${str(clean(redactQuery(r.query, opts.redactParams), CAPS.query))}`;
+  mid += `},"response":{${outcome.bytesOut === undefined ? '' : `"bytes_out":${int(outcome.bytesOut, '$.response.bytes_out')},`}"status":${int(outcome.status, '$.response.status')}}`;
+  if (r.routeId !== undefined) mid += `,"route":${str(r.routeId)}`;
+
+  let tail = `"ts":${str(new Date(opts.nowMs).toISOString())}`;
+  const up = outcome.upstream;
+  if (up !== undefined) {
+    tail += `,"upstream":{"target":${str(up.target)}${up.ttfbNs === undefined ? '' : `,"ttfb_us":${int(Number(up.ttfbNs / 1000n), '$.upstream.ttfb_us')}`}}`;
+  }
+  tail += ',"v":1';
+  const ws = outcome.websocket;
+  if (ws !== undefined) {
+    tail += `,"websocket":{"bytes_in":${int(ws.bytesIn, '$.websocket.bytes_in')},"bytes_out":${int(ws.bytesOut, '$.websocket.bytes_out')}`;
+    tail += `,"duration_us":${int(microsBetween(ws.openNs, opts.endNs), '$.websocket.duration_us')},"messages_in":${int(ws.messagesIn, '$.websocket.messages_in')},"messages_out":${int(ws.messagesOut, '$.websocket.messages_out')}}`;
+  }
+  return { id: r.id, head, mid, tail };
+}
+
+/** The record's identity block (pure; database records carry it too). */
+export function recordIdentity(identity: Identity, nowMs: number): RecordIdentity {
+  return JSON.parse(identityJson(identity, nowMs)) as RecordIdentity;
+}
+
+/** A request record body as an object (pure): {@link requestRecordParts}, parsed. */
+export function requestRecord(req: IncomingMessage, r: AuditedRequest, outcome: RequestOutcome, opts: { nowMs: number; endNs: bigint; redactParams: readonly string[] }): RecordBody {
+  return JSON.parse(`{${joinParts(requestRecordParts(req, r, outcome, opts))}}`) as RecordBody;
+}
+
+/** The outcome an intent records: what its crash-recovered record says if the request never ends. */
+const IN_FLIGHT: RequestOutcome = { kind: 'http', status: 0, decision: 'allow', reason: 'in-flight' };
 
 /** Creates the auditor over an open audit log. */
 export function createRequestAuditor(deps: { log: AuditLog; logger: Logger; now: () => number; redactParams: () => readonly string[] }): RequestAuditor {
@@ -130,18 +156,18 @@ export function createRequestAuditor(deps: { log: AuditLog; logger: Logger; now:
       return deps.log.admission() === undefined ? undefined : 'GW_ERR_AUDIT_UNAVAILABLE';
     },
     async intent(req, r, durable) {
-      const body = requestRecord(req, r, { kind: 'http', status: 0, decision: 'allow', reason: 'in-flight' }, { nowMs: deps.now(), endNs: process.hrtime.bigint(), redactParams: deps.redactParams() });
-      await deps.log.intent({ id: r.id, body }, durable);
+      const parts = requestRecordParts(req, r, IN_FLIGHT, { nowMs: deps.now(), endNs: process.hrtime.bigint(), redactParams: deps.redactParams() });
+      await deps.log.intentParts(parts, durable);
     },
     complete(req, r, outcome) {
-      let body: RecordBody;
+      let parts: RecordParts;
       try {
-        body = requestRecord(req, r, outcome, { nowMs: deps.now(), endNs: process.hrtime.bigint(), redactParams: deps.redactParams() });
+        parts = requestRecordParts(req, r, outcome, { nowMs: deps.now(), endNs: process.hrtime.bigint(), redactParams: deps.redactParams() });
       } catch (err) {
         deps.logger.error({ err, reqId: r.id }, 'audit record could not be built');
         return;
       }
-      deps.log.append(body, false).catch((err: unknown) => {
+      deps.log.appendParts(parts, false).catch((err: unknown) => {
         deps.logger.error({ err, reqId: r.id }, 'audit record could not be spooled');
       });
     },

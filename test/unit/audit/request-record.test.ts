@@ -1,7 +1,9 @@
 import type { IncomingMessage } from 'node:http';
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { canonicalBytes } from '../../../src/audit/canonical.js';
-import { requestRecord, type AuditedRequest, type RequestOutcome } from '../../../src/audit/request-auditor.js';
+import { canonicalBytes, canonicalJson } from '../../../src/audit/canonical.js';
+import { chainedText, joinParts } from '../../../src/audit/record.js';
+import { recordIdentity, requestRecord, requestRecordParts, type AuditedRequest, type RequestOutcome } from '../../../src/audit/request-auditor.js';
 
 const req = { headers: { host: 'grafana.example.com', 'user-agent': 'curl/8.0' }, url: '/api/x?token=abc&a=1' } as unknown as IncomingMessage;
 const audited: AuditedRequest = {
@@ -60,3 +62,73 @@ describe('requestRecord', () => {
     });
   });
 });
+
+describe('requestRecordParts', () => {
+  const text = fc.oneof(fc.string(), fc.string({ unit: 'binary', maxLength: 40 }), fc.constantFrom('', '\u2028', '\ud800', 'a\u0085b', '"\\\n\t', '\u00e9\ud83d\ude00'));
+  const maybe = <T>(arb: fc.Arbitrary<T>): fc.Arbitrary<T | undefined> => fc.option(arb, { nil: undefined });
+  const count = fc.nat({ max: 2 ** 40 });
+  const identity = fc.record({
+    user: text,
+    email: maybe(text),
+    groups: fc.array(text, { maxLength: 70 }),
+    provider: text,
+    auth: fc.constantFrom('cookie', 'bearer', 'cli'),
+    session: maybe(text),
+    authTime: fc.nat(),
+    mfa: maybe(fc.record({ factor: fc.constantFrom('webauthn', 'totp'), at: fc.nat({ max: 200_000 }) })),
+    amr: fc.constant(['pwd']),
+  });
+  const audited = fc.record({
+    id: text,
+    startNs: fc.bigInt({ min: 0n, max: 5_000_000n }),
+    method: text,
+    clientIp: text,
+    path: maybe(text),
+    query: maybe(text),
+    routeId: maybe(text),
+    identity: maybe(identity),
+    reason: maybe(text),
+  });
+  const outcome = fc.record({
+    kind: fc.constantFrom('http' as const, 'websocket' as const),
+    status: fc.nat({ max: 599 }),
+    decision: fc.constantFrom('allow' as const, 'deny' as const, 'step_up' as const, 'unauthenticated' as const, 'not_found' as const, 'error' as const),
+    reason: maybe(text),
+    bytesIn: maybe(count),
+    bytesOut: maybe(count),
+    upstream: maybe(fc.record({ target: text, ttfbNs: maybe(fc.bigInt({ min: 0n, max: 10n ** 12n })) })),
+    websocket: maybe(fc.record({ messagesIn: count, messagesOut: count, bytesIn: count, bytesOut: count, openNs: fc.bigInt({ min: 0n, max: 5_000_000n }) })),
+  });
+  const headers = fc.record({ host: maybe(text), 'user-agent': maybe(text) });
+
+  it('chains to exactly the bytes the RFC 8785 serializer gives the same record', () => {
+    fc.assert(
+      fc.property(audited, outcome, headers, fc.string(), fc.nat(), (r, o, h, log, seq) => {
+        const request = { headers: Object.fromEntries(Object.entries(h).filter(([, v]) => v !== undefined)), url: '/x?y' } as unknown as IncomingMessage;
+        const opts = { nowMs: 100_000, endNs: 5_000_000n, redactParams: ['token'] };
+        const parts = requestRecordParts(request, r, o, opts);
+        const prev = 'ab'.repeat(32);
+        const chained = chainedText(parts, JSON.stringify(log), prev, seq);
+        const body = JSON.parse(`{${joinParts(parts)}}`) as Record<string, unknown>;
+        expect(chained).toBe(canonicalJson({ ...body, log, prev, seq }));
+        expect(canonicalBytes(requestRecord(request, r, o, opts)).toString('utf8')).toBe(canonicalJson(body));
+        if (r.identity !== undefined) expect(recordIdentity(r.identity, opts.nowMs)).toEqual(body.identity);
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
+  it('refuses a number that is not a safe integer rather than write a non-canonical record', () => {
+    const request = { headers: {}, url: '/' } as unknown as IncomingMessage;
+    const opts = { nowMs: 100_000, endNs: 5_000_000n, redactParams: [] };
+    expect(() => requestRecordParts(request, audited0(), { ...outcome0(), bytesOut: 1.5 }, opts)).toThrow(/response\.bytes_out/);
+    expect(() => requestRecordParts(request, audited0(), { ...outcome0(), status: Number.NaN }, opts)).toThrow(/response\.status/);
+  });
+});
+
+function audited0(): AuditedRequest {
+  return { ...audited, identity: undefined };
+}
+function outcome0(): RequestOutcome {
+  return { kind: 'http', status: 200, decision: 'allow' };
+}

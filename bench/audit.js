@@ -6,7 +6,8 @@
 //
 // 1. Append throughput of one instance's writer: `openAuditLog` (dist/audit/audit-log.js) with a sink
 //    from `createAuditSink` (dist/audit/create-sink.js), `--records` realistic http records (~0.8 KB
-//    canonical) appended as a gateway does (not durable: non-strict routes), measured until the sink
+//    canonical) made and appended as a gateway does (the request auditor's `requestRecordParts`, then
+//    `appendParts`, not durable: non-strict routes), measured until the sink
 //    has acknowledged every one (`flush()`). Once into the file sink (temp dir, fdatasync per group
 //    commit) and once into the Redis sink (a private `redis-server` on a free loopback port,
 //    `appendonly yes`, `appendfsync everysec`; the shared 6379 is never used). For reference, the same
@@ -60,32 +61,43 @@ const skip = (why, detail = '') => skipSection('Audit benchmark', why, detail);
 const dist = (p) => import(pathToFileURL(path.join(ROOT, 'dist', p)).href);
 
 // ---- part 1: append throughput --------------------------------------------------------------------
-/** A realistic http record body (SPEC §4 shape; ~0.8 KB canonical once chained). */
-function body(i) {
-  return {
-    v: 1,
-    id: `01JD${String(i).padStart(22, '0')}`,
-    ts: new Date(Date.UTC(2026, 10, 26, 10) + i).toISOString(),
-    kind: 'http',
-    route: 'grafana',
-    decision: 'allow',
-    reason: 'group eng',
-    identity: {
-      user: 'alice', email: 'alice@example.com', groups: ['eng', 'sre', 'oncall'], provider: 'corp', auth: 'cookie',
-      session: '9f86d081884c7d65', mfa: { factor: 'webauthn', age_s: 42 + (i % 600) },
-    },
-    client: { ip: `10.0.${(i >> 8) & 255}.${i & 255}`, user_agent: 'Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36' },
-    request: { method: i % 10 === 0 ? 'POST' : 'GET', host: 'grafana.example.com', path: `/api/dashboards/uid/a${i % 5000}/panels/${i % 17}`, query: `from=now-6h&to=now&orgId=1&token=REDACTED`, bytes_in: i % 10 === 0 ? 1834 : 0 },
-    response: { status: 200, bytes_out: 18_000 + (i % 4096) },
-    upstream: { target: 'http://10.1.2.3:3000', ttfb_us: 2500 + (i % 3000) },
-    duration_us: 3200 + (i % 5000),
+/**
+ * A realistic http request (SPEC §4 shape; ~0.8 KB canonical once chained), as the pipeline hands it
+ * to the request auditor: what it knows of the request, and how it ended.
+ */
+const T0 = Date.UTC(2026, 10, 26, 10);
+const IDENTITY = {
+  user: 'alice', email: 'alice@example.com', groups: ['eng', 'sre', 'oncall'], provider: 'corp', auth: 'cookie',
+  session: '9f86d081884c7d65', authTime: T0 - 3_600_000, amr: ['pwd'],
+};
+function request(i) {
+  const req = {
+    headers: { host: 'grafana.example.com', 'user-agent': 'Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36' },
+    url: '/',
   };
+  const audited = {
+    id: `01JD${String(i).padStart(22, '0')}`, startNs: 0n, method: i % 10 === 0 ? 'POST' : 'GET', clientIp: `10.0.${(i >> 8) & 255}.${i & 255}`,
+    path: `/api/dashboards/uid/a${i % 5000}/panels/${i % 17}`, query: 'from=now-6h&to=now&orgId=1&token=abc', routeId: 'grafana',
+    identity: { ...IDENTITY, mfa: { factor: 'webauthn', at: T0 + i - 42_000 - (i % 600) * 1000 } }, reason: 'group eng',
+  };
+  const outcome = {
+    kind: 'http', status: 200, decision: 'allow', bytesIn: i % 10 === 0 ? 1834 : 0, bytesOut: 18_000 + (i % 4096),
+    upstream: { target: 'http://10.1.2.3:3000', ttfbNs: BigInt(2500 + (i % 3000)) * 1000n },
+  };
+  return { req, audited, outcome, opts: { nowMs: T0 + i, endNs: BigInt(3200 + (i % 5000)) * 1000n, redactParams: ['token'] } };
 }
 
 async function appendThroughput(kind, sinkConfig, n, tmp) {
   const { openAuditLog } = await dist('audit/audit-log.js');
   const { createAuditSink } = await dist('audit/create-sink.js');
-  const { canonicalBytes, GENESIS_PREV, leafHash } = await dist('audit/canonical.js');
+  const { GENESIS_PREV, leafHash } = await dist('audit/canonical.js');
+  const { requestRecordParts } = await dist('audit/request-auditor.js');
+  const { chainedText } = await dist('audit/record.js');
+  // The request auditor's work: the record's canonical members from what the pipeline knows.
+  const parts = (i) => {
+    const r = request(i);
+    return requestRecordParts(r.req, r.audited, r.outcome, r.opts);
+  };
   const { pino } = await import('pino');
   const logger = pino({ level: 'silent' });
 
@@ -100,7 +112,7 @@ async function appendThroughput(kind, sinkConfig, n, tmp) {
   const CHUNK = 500; // requests in flight at once
   let bytes = 0;
   for (let i = 0; i < n; i += CHUNK) {
-    const recs = await Promise.all(Array.from({ length: Math.min(CHUNK, n - i) }, (_, j) => auditLog.append(body(i + j), false)));
+    const recs = await Promise.all(Array.from({ length: Math.min(CHUNK, n - i) }, (_, j) => auditLog.appendParts(parts(i + j), false)));
     for (const r of recs) bytes += r.bytes.length;
   }
   const tSpooled = performance.now();
@@ -118,7 +130,7 @@ async function appendThroughput(kind, sinkConfig, n, tmp) {
   const records = [];
   let prev = GENESIS_PREV;
   for (let seq = 0; seq < n; seq++) {
-    const b = canonicalBytes({ ...body(seq), log: 'bench.portcullis.local/audit/raw', seq, prev });
+    const b = Buffer.from(chainedText(parts(seq), '"bench.portcullis.local/audit/raw"', prev, seq), 'utf8');
     prev = leafHash(b).toString('hex');
     records.push({ seq, bytes: b });
   }
@@ -286,7 +298,7 @@ const LABEL = {
 /** The issue's targets for this section, each with the figure measured in this run. */
 export function summary(R) {
   return R.throughput.map((t) => ({
-    figure: `audit append, one instance, into ${t.sink === 'redis' ? 'Redis (pipelined XADD)' : 'the file sink'} (writer: canonicalize + hash + spool + sink)`,
+    figure: `audit append, one instance, into ${t.sink === 'redis' ? 'Redis (one append script per batch)' : 'the file sink'} (writer: canonical record + hash + spool + sink)`,
     value: `${fmt.rps(t.ackedPerSec)} records/s (${fmt.us(t.cpuUsPerRecord)} µs CPU each; raw sink ${fmt.rps(t.rawPerSec)}/s)`,
     target: t.sink === 'redis' ? '≥ 100,000/s' : 'measure',
     met: t.sink === 'redis' ? t.ackedPerSec >= 100_000 : undefined,
@@ -305,7 +317,7 @@ export function report(R) {
   out.push(`## Append throughput, one instance (${fmt.rps(opts.records)} records, ~${fmt.rps(throughput[0]?.avgBytes)} B each)`, '');
   out.push(mdTable(['sink', 'writer → sink acked, records/s', 'writer → spool, records/s', 'writer CPU µs/record', 'raw sink.append (500/batch), records/s', 'seconds (writer)'],
     throughput.map((t) => [t.sink, fmt.rps(t.ackedPerSec), fmt.rps(t.spooledPerSec), fmt.us(t.cpuUsPerRecord), fmt.rps(t.rawPerSec), t.seconds.toFixed(1)])), '');
-  out.push('Writer = `openAuditLog` + `createAuditSink`, `append(body, durable=false)` with 500 in flight, timed until `flush()` saw every record acknowledged by the sink.', '');
+  out.push('Writer = `requestRecordParts` (the request auditor) + `openAuditLog` + `createAuditSink`, `appendParts(parts, durable=false)` with 500 in flight, timed until `flush()` saw every record acknowledged by the sink.', '');
   out.push('## Latency per request (wrk, one public route, GET 12-byte body)', '');
   out.push(`Pinning: ${machine.pinning}; redis-server on core 0 too. Sampling: ${opts.warmup} s warm-up, ${opts.rounds} × ${Math.max(1, Math.round(opts.duration / opts.rounds))} s interleaved samples per target and level; medians; paired ratios. ` +
     'No memory sink exists: the baseline is the bare undici forwarder (no policy, no audit), so "× bare" is everything the gateway adds; "× file" isolates the sink.', '');

@@ -83,9 +83,13 @@ export interface AuditLogOptions {
   readonly shipDelayMs?: number;
   /** Compact the spool once it passes this size (bytes). */
   readonly compactBytes?: number;
+  /**
+   * Records waiting for the sink kept in memory (default 50,000); beyond that they are read back
+   * from the spool, this many at a time, once the sink has taken the ones in memory.
+   */
+  readonly maxInMemory?: number;
 }
 
-const MAX_IN_MEMORY = 50_000;
 
 const RECORD_PREFIX = Buffer.from('R\t');
 const NEWLINE = Buffer.from('\n');
@@ -275,6 +279,7 @@ export async function openAuditLog(opts: AuditLogOptions) {
   const batchSize = opts.batchSize ?? 500;
   const shipDelayMs = opts.shipDelayMs ?? 5;
   const compactBytes = opts.compactBytes ?? 64 * 1024 * 1024;
+  const maxInMemory = opts.maxInMemory ?? 50_000;
   const dir = join(opts.spoolDir, instance);
   const walPath = join(dir, 'wal.log');
   await mkdir(dir, { recursive: true, mode: 0o700 });
@@ -351,7 +356,11 @@ export async function openAuditLog(opts: AuditLogOptions) {
 
   // In-memory queue of records the sink has not acknowledged, in seq order.
   const pending: StoredRecord[] = records.filter((r) => r.seq > acked);
-  let overflowFrom: number | undefined;
+  /**
+   * Records beyond memory (more than maxInMemory waiting for the sink): they live only in the
+   * spool, from `fromSeq` on, in lines at or after byte `offset` of the spool file.
+   */
+  let overflow: { fromSeq: number; offset: number } | undefined;
 
   // --- compact the spool: keep the anchor, unacknowledged records and open intents -------------
   async function compact(): Promise<void> {
@@ -361,11 +370,12 @@ export async function openAuditLog(opts: AuditLogOptions) {
       const anchor = lastRecord;
       const lines: string[] = [];
       if (anchor !== undefined && !pending.some((p) => p.seq === anchor.seq)) lines.push(`R\t${anchor.bytes.toString('utf8')}`);
-      if (overflowFrom !== undefined) {
-        // Records beyond memory live only in the old spool: carry them over.
-        for (const r of await readSpoolRecords(overflowFrom)) lines.push(`R\t${r.bytes.toString('utf8')}`);
-      }
       for (const r of pending) lines.push(`R\t${r.bytes.toString('utf8')}`);
+      if (overflow !== undefined) {
+        // Records beyond memory live only in the old spool: carry them over.
+        const { records: more } = await readSpoolRecords(overflow.fromSeq, overflow.offset, Number.POSITIVE_INFINITY);
+        for (const r of more) lines.push(`R\t${r.bytes.toString('utf8')}`);
+      }
       lines.push(`A\t${acked}`);
       for (const i of openIntents.values()) lines.push(`I\t${i}`);
       await fh.write(`${lines.join('\n')}\n`);
@@ -376,15 +386,39 @@ export async function openAuditLog(opts: AuditLogOptions) {
     await rename(tmp, walPath);
   }
 
-  async function readSpoolRecords(fromSeq: number): Promise<StoredRecord[]> {
+  /**
+   * Up to `limit` records from `fromSeq` on, read from the spool file's byte `offset` (a line start)
+   * to its end, and the offset of the first line not taken. Only lines at or after `offset` are
+   * read and parsed, so reading a backlog back in costs what the backlog costs, not the whole file.
+   */
+  async function readSpoolRecords(fromSeq: number, offset: number, limit: number): Promise<{ records: StoredRecord[]; next: number }> {
     const out: StoredRecord[] = [];
-    for (const line of (await readFile(walPath, 'utf8')).split('\n')) {
-      if (!line.startsWith('R\t')) continue;
-      const bytes = Buffer.from(line.slice(2), 'utf8');
-      const seq = (JSON.parse(line.slice(2)) as { seq: number }).seq;
-      if (seq >= fromSeq && seq > (out.at(-1)?.seq ?? -1)) out.push({ seq, bytes });
+    const fh = await open(walPath, 'r');
+    let data: Buffer;
+    try {
+      const length = Math.max(0, (await fh.stat()).size - offset);
+      data = Buffer.allocUnsafe(length);
+      let got = 0;
+      while (got < length) {
+        const { bytesRead } = await fh.read(data, got, length - got, offset + got);
+        if (bytesRead === 0) break;
+        got += bytesRead;
+      }
+      data = data.subarray(0, got);
+    } finally {
+      await fh.close();
     }
-    return out;
+    let pos = 0;
+    for (let nl = data.indexOf(0x0a); nl !== -1; pos = nl + 1, nl = data.indexOf(0x0a, pos)) {
+      if (data[pos] !== 0x52 || data[pos + 1] !== 0x09) continue; // not `R\t`
+      const bytes = Buffer.from(data.subarray(pos + 2, nl));
+      const seq = (JSON.parse(bytes.toString('utf8')) as { seq: number }).seq;
+      // A line written again after compaction carried it over: keep the first.
+      if (seq < fromSeq || seq <= (out.at(-1)?.seq ?? -1)) continue;
+      if (out.length >= limit) break;
+      out.push({ seq, bytes });
+    }
+    return { records: out, next: offset + pos };
   }
 
   let lastRecord: StoredRecord | undefined = lastLocal;
@@ -413,10 +447,14 @@ export async function openAuditLog(opts: AuditLogOptions) {
     shipping = true;
     try {
       for (;;) {
-        if (pending.length === 0 && overflowFrom !== undefined) {
-          const from = overflowFrom;
-          overflowFrom = undefined;
-          for (const r of await readSpoolRecords(from)) if (r.seq > acked) pending.push(r);
+        if (pending.length === 0 && overflow !== undefined) {
+          // Records appended meanwhile go to the spool only, as long as `overflow` is set.
+          const from = overflow;
+          const { records: more, next } = await readSpoolRecords(from.fromSeq, from.offset, maxInMemory);
+          for (const r of more) if (r.seq > acked) pending.push(r);
+          const last = more.at(-1)?.seq ?? from.fromSeq - 1;
+          // Caught up once the newest chained record was read; else read on from there next time.
+          overflow = last >= size - 1 ? undefined : { fromSeq: last + 1, offset: next };
         }
         // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- close() sets it while this loop awaits
         if (pending.length === 0 || stopped) break;
@@ -461,7 +499,7 @@ export async function openAuditLog(opts: AuditLogOptions) {
         opts.onAcked?.(batch);
         void spool.write(`A\t${acked}\n`, false).catch(() => undefined);
       }
-      if (spool.size > compactBytes && pending.length === 0 && overflowFrom === undefined) await rotateSpool();
+      if (spool.size > compactBytes && pending.length === 0 && overflow === undefined) await rotateSpool();
     } finally {
       shipping = false;
     }
@@ -533,8 +571,8 @@ export async function openAuditLog(opts: AuditLogOptions) {
     lastRecord = rec;
     openIntents.delete(id);
     const written = spool.writeRecord(rec.bytes, durable);
-    if (pending.length < MAX_IN_MEMORY && overflowFrom === undefined) pending.push(rec);
-    else overflowFrom ??= rec.seq;
+    if (pending.length < maxInMemory && overflow === undefined) pending.push(rec);
+    else overflow ??= { fromSeq: rec.seq, offset: spool.size }; // its line lands at or after what is written now
     try {
       await written;
     } catch (err) {

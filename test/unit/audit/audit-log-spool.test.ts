@@ -9,6 +9,7 @@ import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { openAuditLog, type AuditLog } from '../../../src/audit/audit-log.js';
 import { createFileSink } from '../../../src/audit/file-sink.js';
+import type { AuditSink } from '../../../src/audit/sink.js';
 import type { RecordBody } from '../../../src/audit/record.js';
 
 const dirs: string[] = [];
@@ -19,11 +20,30 @@ afterEach(async () => {
   for (const dir of dirs.splice(0)) await rm(dir, { recursive: true, force: true });
 });
 
-async function open(): Promise<{ log: AuditLog; wal: () => Promise<string[]> }> {
+/** The real file sink, with appends that fail while `down` (a sink outage). */
+function switchableSink(dir: string): { sink: AuditSink; state: { down: boolean } } {
+  const real = createFileSink({ dir });
+  const state = { down: false };
+  const sink: AuditSink = {
+    kind: real.kind,
+    append: (log, records) => (state.down ? Promise.reject(new Error('sink down (test)')) : real.append(log, records)),
+    head: (log) => real.head(log),
+    read: (log, from, limit) => real.read(log, from, limit),
+    logs: () => real.logs(),
+    appendCheckpoint: (log, text) => real.appendCheckpoint(log, text),
+    readCheckpoints: (log) => real.readCheckpoints(log),
+    ping: () => real.ping(),
+    close: () => real.close(),
+  };
+  return { sink, state };
+}
+
+async function open(opts: { sink?: AuditSink; maxInMemory?: number } = {}): Promise<{ log: AuditLog; wal: () => Promise<string[]>; dir: string }> {
   const dir = await mkdtemp(join(tmpdir(), 'portcullis-spool-'));
   dirs.push(dir);
   const log = await openAuditLog({
-    sink: createFileSink({ dir: join(dir, 'sink') }),
+    sink: opts.sink ?? createFileSink({ dir: join(dir, 'sink') }),
+    ...(opts.maxInMemory === undefined ? {} : { maxInMemory: opts.maxInMemory }),
     instance: 'gw-0',
     origin: 'test.example/audit/gw-0',
     spoolDir: join(dir, 'spool'),
@@ -40,7 +60,7 @@ async function open(): Promise<{ log: AuditLog; wal: () => Promise<string[]> }> 
         const value = JSON.parse(line.slice(2)) as { id: string };
         return `${line[0] ?? ''}:${value.id}`;
       });
-  return { log, wal };
+  return { log, wal, dir };
 }
 
 const body = (id: string): RecordBody => ({ v: 1, id, ts: '2026-11-26T10:00:00.000Z', kind: 'http', decision: 'allow', response: { status: 200 } });
@@ -80,5 +100,32 @@ describe('the audit spool', () => {
     expect(stored.map((r) => r.seq)).toEqual(ids.map((_, i) => i));
     expect(await wal()).toEqual(ids.map((id) => `R:${id}`));
     expect(log.stats().size).toBe(50);
+  });
+});
+
+describe('a backlog larger than memory', () => {
+  it('reads the records beyond memory back from the spool, in order and each once, while appends go on', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'portcullis-backlog-'));
+    dirs.push(dir);
+    const { sink, state } = switchableSink(join(dir, 'sink'));
+    state.down = true;
+    const { log } = await open({ sink, maxInMemory: 100 });
+    const written: Buffer[] = [];
+    const appendMany = async (from: number, n: number) => {
+      for (let i = from; i < from + n; i += 50) {
+        if (i % 200 === 0) await log.intent({ id: `i${i}`, body: body(`i${i}`) }, false);
+        const batch = await Promise.all(Array.from({ length: Math.min(50, from + n - i) }, (_, j) => log.append(body(`r${i + j}`), false)));
+        for (const r of batch) written[r.seq] = r.bytes;
+      }
+    };
+    await appendMany(0, 1_000); // ten times what memory holds, all while the sink is down
+    expect(log.stats()).toMatchObject({ size: 1_000, acked: 0 });
+    state.down = false;
+    // Appends keep coming while the backlog is read back and shipped.
+    await Promise.all([appendMany(1_000, 500), log.flush(20_000)]);
+    expect(await log.flush(20_000)).toBe(true);
+    const stored = await sink.read('gw-0', 0, 2_000);
+    expect(stored.map((r) => r.seq)).toEqual(Array.from({ length: 1_500 }, (_, i) => i));
+    for (const r of stored) expect(r.bytes.equals(written[r.seq] ?? Buffer.alloc(0))).toBe(true);
   });
 });

@@ -72,7 +72,7 @@ describe('requestRecordParts', () => {
     email: maybe(text),
     groups: fc.array(text, { maxLength: 70 }),
     provider: text,
-    auth: fc.constantFrom('cookie', 'bearer', 'cli'),
+    auth: fc.constantFrom('cookie' as const, 'bearer' as const, 'cli' as const),
     session: maybe(text),
     authTime: fc.nat(),
     mfa: maybe(fc.record({ factor: fc.constantFrom('webauthn', 'totp'), at: fc.nat({ max: 200_000 }) })),
@@ -89,16 +89,19 @@ describe('requestRecordParts', () => {
     identity: maybe(identity),
     reason: maybe(text),
   });
-  const outcome = fc.record({
-    kind: fc.constantFrom('http' as const, 'websocket' as const),
-    status: fc.nat({ max: 599 }),
-    decision: fc.constantFrom('allow' as const, 'deny' as const, 'step_up' as const, 'unauthenticated' as const, 'not_found' as const, 'error' as const),
-    reason: maybe(text),
-    bytesIn: maybe(count),
-    bytesOut: maybe(count),
-    upstream: maybe(fc.record({ target: text, ttfbNs: maybe(fc.bigInt({ min: 0n, max: 10n ** 12n })) })),
-    websocket: maybe(fc.record({ messagesIn: count, messagesOut: count, bytesIn: count, bytesOut: count, openNs: fc.bigInt({ min: 0n, max: 5_000_000n }) })),
-  });
+  const outcome = fc.record(
+    {
+      kind: fc.constantFrom('http' as const, 'websocket' as const),
+      status: fc.nat({ max: 599 }),
+      decision: fc.constantFrom('allow' as const, 'deny' as const, 'step_up' as const, 'unauthenticated' as const, 'not_found' as const, 'error' as const),
+      reason: text,
+      bytesIn: count,
+      bytesOut: count,
+      upstream: fc.record({ target: text, ttfbNs: maybe(fc.bigInt({ min: 0n, max: 10n ** 12n })) }),
+      websocket: fc.record({ messagesIn: count, messagesOut: count, bytesIn: count, bytesOut: count, openNs: fc.bigInt({ min: 0n, max: 5_000_000n }) }),
+    },
+    { requiredKeys: ['kind', 'status', 'decision'] },
+  );
   const headers = fc.record({ host: maybe(text), 'user-agent': maybe(text) });
 
   it('chains to exactly the bytes the RFC 8785 serializer gives the same record', () => {

@@ -22,7 +22,7 @@ import { writeSync } from 'node:fs';
 import { mkdir, open, readFile, rename, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { canonicalBytes, GENESIS_PREV, leafHash } from './canonical.js';
+import { canonicalBytes, GENESIS_PREV, hashedText, leafHash } from './canonical.js';
 import { chainedText, joinParts, type AuditRecord, type RecordBody, type RecordParts } from './record.js';
 import { AuditSinkConflictError, AuditSinkGapError, type AuditSink, type StoredRecord } from './sink.js';
 
@@ -550,16 +550,16 @@ export async function openAuditLog(opts: AuditLogOptions) {
   const originJson = JSON.stringify(opts.origin);
 
   /** Hashes the record's bytes into the chain. */
-  function link(seq: number, bytes: Buffer): StoredRecord {
+  function link(seq: number, bytes: Buffer, leaf: Buffer = leafHash(bytes)): StoredRecord {
     size += 1;
-    const leaf = leafHash(bytes);
     prev = leaf.toString('hex');
     return { seq, bytes, leaf };
   }
 
   /** Chains a record given as canonical members (see {@link RecordParts}): no object is built. */
   function chainParts(p: RecordParts): StoredRecord {
-    return link(size, Buffer.from(chainedText(p, originJson, prev, size), 'utf8'));
+    const { bytes, leaf } = hashedText(chainedText(p, originJson, prev, size));
+    return link(size, bytes, leaf);
   }
 
   function checkAnchored(): void {

@@ -125,5 +125,14 @@ export function leafHash(bytes: Uint8Array): Buffer {
   return hash('sha256', Buffer.concat([ZERO, bytes]), 'buffer');
 }
 
+/**
+ * The UTF-8 bytes of a record's canonical text and their leaf hash, both from one buffer holding
+ * 0x00 ‖ bytes (the hash input): no second buffer, no copy ({@link leafHash} concatenates).
+ */
+export function hashedText(text: string): { bytes: Buffer; leaf: Buffer } {
+  const input = Buffer.from(`\u0000${text}`, 'utf8');
+  return { bytes: input.subarray(1), leaf: hash('sha256', input, 'buffer') };
+}
+
 /** The `prev` of the first record of a log: 64 zeros. */
 export const GENESIS_PREV = '0'.repeat(64);

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import fc from 'fast-check';
 import { createRequire } from 'node:module';
 import { describe, expect, it } from 'vitest';
-import { canonicalBytes, canonicalJson, leafHash, NonCanonicalValueError } from '../../../src/audit/canonical.js';
+import { canonicalBytes, canonicalJson, hashedText, leafHash, NonCanonicalValueError } from '../../../src/audit/canonical.js';
 import { clean, redactQuery } from '../../../src/audit/record.js';
 
 interface Vectors {
@@ -82,6 +82,19 @@ describe('leafHash', () => {
   it('is SHA-256 of 0x00 followed by the bytes (RFC 9162)', () => {
     expect(leafHash(Buffer.alloc(0)).toString('hex')).toBe(rfc6962.hasher.leaf_of_empty);
     expect(leafHash(Buffer.from('L123456')).toString('hex')).toBe(rfc6962.hasher.leaf_L123456);
+  });
+});
+
+describe('hashedText', () => {
+  it('gives the text as UTF-8 and its RFC 9162 leaf hash, as leafHash does', () => {
+    expect(hashedText('L123456').leaf.toString('hex')).toBe(rfc6962.hasher.leaf_L123456);
+    fc.assert(
+      fc.property(fc.string({ unit: 'binary' }), (text) => {
+        const { bytes, leaf } = hashedText(text);
+        expect(bytes.equals(Buffer.from(text, 'utf8'))).toBe(true);
+        expect(leaf.equals(leafHash(Buffer.from(text, 'utf8')))).toBe(true);
+      }),
+    );
   });
 });
 

@@ -549,17 +549,12 @@ export async function openAuditLog(opts: AuditLogOptions) {
   // --- appending ------------------------------------------------------------------------------
   const originJson = JSON.stringify(opts.origin);
 
-  /** Hashes the record's bytes into the chain. */
-  function link(seq: number, bytes: Buffer, leaf: Buffer = leafHash(bytes)): StoredRecord {
+  /** Makes the record with these bytes (chained as record `size`) the head of the chain. */
+  function link(bytes: Buffer, leaf: Buffer = leafHash(bytes)): StoredRecord {
+    const seq = size;
     size += 1;
     prev = leaf.toString('hex');
     return { seq, bytes, leaf };
-  }
-
-  /** Chains a record given as canonical members (see {@link RecordParts}): no object is built. */
-  function chainParts(p: RecordParts): StoredRecord {
-    const { bytes, leaf } = hashedText(chainedText(p, originJson, prev, size));
-    return link(size, bytes, leaf);
   }
 
   function checkAnchored(): void {
@@ -593,12 +588,15 @@ export async function openAuditLog(opts: AuditLogOptions) {
 
   async function append(body: RecordBody, durable: boolean): Promise<StoredRecord> {
     checkAnchored();
-    return spoolRecord(link(size, canonicalBytes(chained(body, opts.origin, size, prev))), body.id, durable);
+    const bytes = canonicalBytes(chained(body, opts.origin, size, prev));
+    return spoolRecord(link(bytes), body.id, durable);
   }
 
+  /** {@link append} for a record given as canonical members (see RecordParts): no object is built. */
   async function appendParts(parts: RecordParts, durable: boolean): Promise<StoredRecord> {
     checkAnchored();
-    return spoolRecord(chainParts(parts), parts.id, durable);
+    const { bytes, leaf } = hashedText(chainedText(parts, originJson, prev, size));
+    return spoolRecord(link(bytes, leaf), parts.id, durable);
   }
 
   /** Writes an intent line (its body already serialized); see the returned `intent`. */
@@ -641,7 +639,6 @@ export async function openAuditLog(opts: AuditLogOptions) {
     intentParts(parts: RecordParts, durable: boolean): Promise<void> {
       return writeIntent(parts.id, `{${joinParts(parts)}}`, durable);
     },
-    /** {@link append} for a record given as canonical members (request records: no object is built). */
     appendParts,
     /** Why a request may not be forwarded now, or undefined. */
     admission(): AdmissionRefusal | undefined {

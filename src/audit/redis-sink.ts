@@ -19,9 +19,11 @@
  * leaves a hole in the stream; an ID at or below the top (a re-send) does not stop it, as with MULTI.
  * ACL checks apply inside the script: it can do nothing its user could not do directly. A Redis user
  * that may not run scripts (an ACL from before this change: NOPERM on EVALSHA) gets MULTI/EXEC
- * batches instead, all-or-nothing too, with one warning in the log. The head (size, last record) is cached per log once read
- * with XREVRANGE and advanced by every successful batch; the cache is tied to the TCP connection it was
- * read on and dropped on any reconnect or error. (XADD cannot refuse an ID that skips ahead, so the gap
+ * batches instead, all-or-nothing too, with one warning in the log.
+ *
+ * The head (size, last record) is cached per log once read with XREVRANGE and advanced by every
+ * successful batch; the cache is tied to the TCP connection it was read on and dropped on any
+ * reconnect or error. (XADD cannot refuse an ID that skips ahead, so the gap
  * check needs the head, and with one writer per log the cache is exact while the connection lasts.)
  *
  * Failure mode — fail fast, like the store (src/store/redis-store.ts): every command is bounded by
@@ -85,8 +87,11 @@ interface SinkScripts {
   portcullisAuditAppend(key: string, ...idsAndBytes: (string | Buffer)[]): Promise<unknown>;
 }
 
-/** An EVALSHA/EVAL refused by the ACL (or a server without scripting): batches go as MULTI/EXEC instead. */
-const SCRIPT_REFUSED = /^NOPERM|unknown command/i;
+/**
+ * EVALSHA/EVAL refused as commands — by the ACL, or by a server without scripting: batches go as
+ * MULTI/EXEC instead. (A NOPERM for the keys is not this: MULTI would be refused the same way.)
+ */
+const SCRIPT_REFUSED = /^NOPERM .*'(?:evalsha|eval)' command|^ERR unknown command/i;
 
 /** One batch carries at most about this many records (whole calls; a larger single call goes alone). */
 const MAX_ROUND_RECORDS = 1000;
@@ -150,14 +155,14 @@ export function createRedisSink(opts: RedisSinkOptions): AuditSink {
     commandTimeoutMs: opts.commandTimeoutMs,
     isClosing: () => closing !== undefined,
   });
-  /**
-   * Counts lost connections: a cached head is trusted only on the connection it was read on. ('close'
-   * always fires before a reconnect, and commands queued before the first connect go out on it.)
-   */
   redis.defineCommand('portcullisAuditAppend', { numberOfKeys: 1, lua: APPEND_LUA });
   const scripts = redis as unknown as SinkScripts;
   /** False once the server refused the script (see the module comment): MULTI/EXEC from then on. */
   let scripted = true;
+  /**
+   * Counts lost connections: a cached head is trusted only on the connection it was read on. ('close'
+   * always fires before a reconnect, and commands queued before the first connect go out on it.)
+   */
   let epoch = 0;
   redis.on('close', () => {
     epoch++;

@@ -9,7 +9,7 @@ import type { ErrorCode } from '../errors/index.js';
 import type { Identity } from '../identity/index.js';
 import type { AuditLog } from './audit-log.js';
 import { NonCanonicalValueError } from './canonical.js';
-import { CAPS, clean, joinParts, microsBetween, redactQuery, type RecordBody, type RecordIdentity, type RecordParts } from './record.js';
+import { CAPS, clean, microsBetween, redactQuery, type RecordBody, type RecordIdentity, type RecordParts } from './record.js';
 
 /** What the pipeline hands the auditor about a request (a subset of its RequestContext). */
 export interface AuditedRequest {
@@ -83,20 +83,27 @@ function int(n: number, path: string): string {
   return String(n); // -0 too prints as 0
 }
 
-/** The identity block as canonical JSON (the same members as {@link recordIdentity}). */
+/** The record's identity block, its keys in RFC 8785 order (database records carry it too). */
+export function recordIdentity(identity: Identity, nowMs: number): RecordIdentity {
+  return {
+    auth: identity.auth,
+    ...(identity.email === undefined ? {} : { email: clean(identity.email, CAPS.user) }),
+    groups: identity.groups.slice(0, 64).map((g) => clean(g, CAPS.user)),
+    ...(identity.mfa === undefined ? {} : { mfa: { age_s: Math.max(0, Math.floor((nowMs - identity.mfa.at) / 1000)), factor: identity.mfa.factor } }),
+    provider: clean(identity.provider, CAPS.user),
+    ...(identity.session === undefined ? {} : { session: identity.session }),
+    user: clean(identity.user, CAPS.user),
+  };
+}
+
+/**
+ * The identity block as canonical JSON: its keys are in order and it holds only strings and one
+ * integer, so V8's JSON.stringify prints RFC 8785.
+ */
 function identityJson(identity: Identity, nowMs: number): string {
-  let out = `{"auth":${str(identity.auth)}`;
-  if (identity.email !== undefined) out += `,"email":${str(clean(identity.email, CAPS.user))}`;
-  out += ',"groups":[';
-  const groups = identity.groups.length > 64 ? identity.groups.slice(0, 64) : identity.groups;
-  for (let i = 0; i < groups.length; i++) out += `${i === 0 ? '' : ','}${str(clean(groups[i] ?? '', CAPS.user))}`;
-  out += ']';
-  if (identity.mfa !== undefined) {
-    out += `,"mfa":{"age_s":${int(Math.max(0, Math.floor((nowMs - identity.mfa.at) / 1000)), '$.identity.mfa.age_s')},"factor":${str(identity.mfa.factor)}}`;
-  }
-  out += `,"provider":${str(clean(identity.provider, CAPS.user))}`;
-  if (identity.session !== undefined) out += `,"session":${str(identity.session)}`;
-  return `${out},"user":${str(clean(identity.user, CAPS.user))}}`;
+  const block = recordIdentity(identity, nowMs);
+  if (block.mfa !== undefined && !Number.isSafeInteger(block.mfa.age_s)) throw new NonCanonicalValueError('$.identity.mfa.age_s');
+  return JSON.stringify(block);
 }
 
 /**
@@ -134,16 +141,6 @@ export function requestRecordParts(req: IncomingMessage, r: AuditedRequest, outc
     tail += `,"duration_us":${int(microsBetween(ws.openNs, opts.endNs), '$.websocket.duration_us')},"messages_in":${int(ws.messagesIn, '$.websocket.messages_in')},"messages_out":${int(ws.messagesOut, '$.websocket.messages_out')}}`;
   }
   return { id: r.id, head, mid, tail };
-}
-
-/** The record's identity block (pure; database records carry it too). */
-export function recordIdentity(identity: Identity, nowMs: number): RecordIdentity {
-  return JSON.parse(identityJson(identity, nowMs)) as RecordIdentity;
-}
-
-/** A request record body as an object (pure): {@link requestRecordParts}, parsed. */
-export function requestRecord(req: IncomingMessage, r: AuditedRequest, outcome: RequestOutcome, opts: { nowMs: number; endNs: bigint; redactParams: readonly string[] }): RecordBody {
-  return JSON.parse(`{${joinParts(requestRecordParts(req, r, outcome, opts))}}`) as RecordBody;
 }
 
 /** The outcome an intent records: what its crash-recovered record says if the request never ends. */

@@ -175,6 +175,25 @@ describe('deploy/redis', () => {
       }
     });
 
+    it('does not take a refusal of its keys for a refusal of scripts: the append fails and nothing falls back', async () => {
+      // May run the script and read the streams (so the head is read), but not write them.
+      const password = randomBytes(16).toString('hex');
+      await ops.call('acl', 'setuser', 'portcullis-audit-ro', 'on', `#${sha256(password)}`, 'resetkeys', `%R~${STREAM}:*`, 'resetchannels', '-@all',
+        '+ping', '+info', '+client|setname', '+select', '+quit', '+evalsha', '+eval', '+xadd', '+xrange', '+xrevrange', '+scan');
+      const warnings: string[] = [];
+      const logger = pino({ level: 'warn' }, { write: (line: string) => void warnings.push(line) });
+      const sink = createRedisSink({ url: url('portcullis-audit-ro', password), stream: STREAM, logger });
+      try {
+        expect((await sink.head('gw-ro')).size).toBe(0);
+        await expect(sink.append('gw-ro', [{ seq: 0, bytes: Buffer.from('{"v":1}') }])).rejects.toThrow(/NOPERM|permission/i);
+        expect(warnings.filter((w) => w.includes('MULTI/EXEC'))).toEqual([]);
+        expect(await ops.exists(`${STREAM}:{gw-ro}:records`)).toBe(0);
+      } finally {
+        await sink.close();
+        await ops.call('acl', 'deluser', 'portcullis-audit-ro');
+      }
+    });
+
     it('cannot delete, trim, rename or overwrite anything, directly or from a script, nor reach other keys or the server config', async () => {
       const key = `${STREAM}:{gw-0}:records`;
       await ops.xadd(key, '*', 'r', '{}').catch(() => undefined); // make sure the stream exists

@@ -1,9 +1,15 @@
 import type { IncomingMessage } from 'node:http';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { canonicalBytes, canonicalJson } from '../../../src/audit/canonical.js';
+import { canonicalJson } from '../../../src/audit/canonical.js';
 import { chainedText, joinParts } from '../../../src/audit/record.js';
-import { recordIdentity, requestRecord, requestRecordParts, type AuditedRequest, type RequestOutcome } from '../../../src/audit/request-auditor.js';
+import type { RecordBody } from '../../../src/audit/record.js';
+import { requestRecordParts, type AuditedRequest, type RequestOutcome } from '../../../src/audit/request-auditor.js';
+
+/** The record's body as an object: its members, parsed (JSON.parse keeps the order they were written in). */
+function requestRecord(...args: Parameters<typeof requestRecordParts>): RecordBody {
+  return JSON.parse(`{${joinParts(requestRecordParts(...args))}}`) as RecordBody;
+}
 
 const req = { headers: { host: 'grafana.example.com', 'user-agent': 'curl/8.0' }, url: '/api/x?token=abc&a=1' } as unknown as IncomingMessage;
 const audited: AuditedRequest = {
@@ -39,12 +45,12 @@ function keyOrders(value: unknown, out: string[][] = []): string[][] {
 describe('requestRecord', () => {
   const body = requestRecord(req, audited, outcome, { nowMs: 100_000, endNs: 5_000_000n, redactParams: ['token'] });
 
-  it('builds every object with its keys already in RFC 8785 order (the canonical serializer then copies nothing)', () => {
+  it('writes every object with its keys in RFC 8785 order', () => {
     for (const keys of keyOrders(body)) expect(keys).toEqual([...keys].sort());
   });
 
   it('carries what SPEC §4 asks for, redacted', () => {
-    expect(JSON.parse(canonicalBytes(body).toString('utf8'))).toEqual({
+    expect(body).toEqual({
       client: { ip: '10.0.0.7', user_agent: 'curl/8.0' },
       decision: 'allow',
       duration_us: 4000,
@@ -114,8 +120,6 @@ describe('requestRecordParts', () => {
         const chained = chainedText(parts, JSON.stringify(log), prev, seq);
         const body = JSON.parse(`{${joinParts(parts)}}`) as Record<string, unknown>;
         expect(chained).toBe(canonicalJson({ ...body, log, prev, seq }));
-        expect(canonicalBytes(requestRecord(request, r, o, opts)).toString('utf8')).toBe(canonicalJson(body));
-        if (r.identity !== undefined) expect(recordIdentity(r.identity, opts.nowMs)).toEqual(body.identity);
       }),
       { numRuns: 2000 },
     );

@@ -5,11 +5,12 @@
  */
 import http, { type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from 'node:http';
 import https from 'node:https';
-import type { AddressInfo, Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { CliIo } from '../io.js';
 import type { Session } from './gateway-client.js';
 import { readStepUpChallenge, stepUpUrlForToken } from './step-up.js';
+import { listenOn } from './listen.js';
 
 /** Hop-by-hop headers (RFC 9110 §7.6.1) and the credentials the tunnel replaces. */
 const DROP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'proxy-authorization', 'proxy-authenticate', 'authorization', 'dpop', 'host']);
@@ -133,15 +134,9 @@ export async function startHttpTunnel(session: Session, routeUrl: URL, host: str
     socket.once('close', () => sockets.delete(socket));
     upgrade(req, socket, head).catch(() => socket.destroy());
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
+  const bound = await listenOn(server, port, host);
   return {
-    port: (server.address() as AddressInfo).port,
+    port: bound,
     close: () =>
       new Promise<void>((resolve) => {
         for (const s of sockets) s.destroy();

@@ -5,7 +5,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { listenOn } from './listen.js';
 
 /** A PKCE verifier (43 base64url characters: 256 random bits) and its S256 challenge. */
 export function pkcePair(): { verifier: string; challenge: string } {
@@ -82,15 +82,8 @@ export async function startLoopback(state: string, timeoutMs: number): Promise<L
       send(400, 'Sign-in failed', 'The answer carried no code. Start again with portcullis login.', () => settle?.({ kind: 'error', error: 'invalid_request', description: 'no code in the redirect' }));
     }
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
+  const port = await listenOn(server, 0, '127.0.0.1');
   const timer = setTimeout(() => fail?.(new Error(`no answer from the browser within ${Math.round(timeoutMs / 1000)} s`)), timeoutMs);
-  const port = (server.address() as AddressInfo).port;
   const close = () => {
     clearTimeout(timer);
     server.close();

@@ -9,9 +9,10 @@
  * set to the token's user, the gateway's AuthenticationCleartextPassword is answered, and from
  * AuthenticationOk on bytes are relayed both ways untouched. A CancelRequest is passed on as is.
  */
-import net, { type AddressInfo } from 'node:net';
+import net from 'node:net';
 import tls from 'node:tls';
 import { BE, errorResponse, MAX_STARTUP_PACKET, parseStartupPacket, STARTUP_CODES, type StartupPacket } from '../../database/protocol.js';
+import { listenOn } from './listen.js';
 
 /** What `/.portcullis/connect/<id>` answered (the fields the tunnel uses). */
 export interface DatabaseLogin {
@@ -326,15 +327,9 @@ export async function startPgTunnel(opts: PgTunnelOptions): Promise<PgTunnel> {
   }
 
   const server = net.createServer(serve);
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(opts.port, opts.host, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
+  const port = await listenOn(server, opts.port, opts.host);
   return {
-    port: (server.address() as AddressInfo).port,
+    port,
     close: () =>
       new Promise<void>((resolve) => {
         server.close(() => resolve());

@@ -16,6 +16,7 @@ import { addUser } from '../../src/identity/local-users.js';
 import { hiddenField, type Browser } from './cookie-jar.js';
 import { startGateway, type TestGateway } from './gateway.js';
 import { send, type ClientResponse } from './http-client.js';
+import { runCli } from './process.js';
 import { startRecordingUpstream, type RecordingUpstream } from './recording-upstream.js';
 
 export const HA_HOST = 'app.localhost';
@@ -39,6 +40,11 @@ export interface HaGateway {
   load(session: string, tag: string, stop: () => boolean): Promise<Map<string, number>>;
   /** Every record of the gateway's log, read straight from the sink. */
   readRecords(): Promise<AuditRecord[]>;
+  /**
+   * After {@link HaGateway.stop}: the log has no gap, exactly one record for every request the
+   * upstream received and for every answered path in `answered`, and `audit verify` passes.
+   */
+  expectWholeLog(answered: ReadonlyMap<string, number>): Promise<void>;
   /** Stops the gateway (once). */
   stop(graceMs?: number): Promise<void>;
   /** Ends any load loop a failed test left running, stops the gateway, removes the temp dirs. */
@@ -75,6 +81,21 @@ export async function startHaGateway(name: string, instance: string, connection:
   const request = (session: string, path: string): Promise<ClientResponse> =>
     send(gw.port, { path, headers: ['Host', HA_HOST, 'Accept', 'application/json', 'Cookie', `${HA_SESSION}=${session}`] });
 
+  async function readRecords(): Promise<AuditRecord[]> {
+    const sink = createRedisSink({ connection, stream });
+    try {
+      expect(await sink.logs()).toEqual([instance]);
+      const out: AuditRecord[] = [];
+      for (;;) {
+        const page = await sink.read(instance, out.length, 1000);
+        out.push(...page.map((r) => JSON.parse(r.bytes.toString('utf8')) as AuditRecord));
+        if (page.length < 1000) return out;
+      }
+    } finally {
+      await sink.close();
+    }
+  }
+
   return {
     gw,
     upstream,
@@ -98,19 +119,17 @@ export async function startHaGateway(name: string, instance: string, connection:
       }
       return statuses;
     },
-    async readRecords() {
-      const sink = createRedisSink({ connection, stream });
-      try {
-        expect(await sink.logs()).toEqual([instance]);
-        const out: AuditRecord[] = [];
-        for (;;) {
-          const page = await sink.read(instance, out.length, 1000);
-          out.push(...page.map((r) => JSON.parse(r.bytes.toString('utf8')) as AuditRecord));
-          if (page.length < 1000) return out;
-        }
-      } finally {
-        await sink.close();
-      }
+    readRecords,
+    async expectWholeLog(answered) {
+      const records = await readRecords();
+      records.forEach((r, i) => expect(r.seq).toBe(i));
+      const byPath = new Map<string, number>();
+      for (const r of records) if (r.kind === 'http' && r.request !== undefined) byPath.set(r.request.path, (byPath.get(r.request.path) ?? 0) + 1);
+      for (const u of upstream.requests) expect(byPath.get(u.url.split('?')[0] ?? ''), u.url).toBe(1);
+      for (const [path] of answered) expect(byPath.get(path), path).toBe(1);
+      const verify = await runCli(['audit', 'verify', '--config', configFile], 60_000);
+      expect(verify.code, verify.stdout + verify.stderr).toBe(0);
+      expect(verify.stdout).toContain(`verified 1 log: ${records.length}/${records.length} records`);
     },
     stop(graceMs) {
       stopped ??= gw.stop(graceMs);

@@ -26,34 +26,16 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { pathToFileURL } from 'node:url';
 import {
-  startRedis, LIB, ROOT, ensureTools, fmt, freePort, killAll, log, machineInfo, machineLine, mdTable, sleep,
-  startJsonServer, startProc, stopProc,
-  skipSection, buildProject, writeResults, hasRedis,
+  startRedis, LIB, ROOT, fmt, freePort, log, machineLine, mdTable, sleep, startJsonServer, startProc,
+  stopProc, skipSection, buildProject, writeResults, hasRedis, parseOptions, runIfMain, sectionMachine,
 } from './lib/common.js';
 import { measureLevel, otherLoad } from './lib/measure.js';
 
-export const SKIPPED = 3;
-
 function parseArgs(argv) {
-  const o = { records: 50_000, levels: [1, 50], duration: 8, rounds: 4, warmup: 1, build: true, out: null, pool: 64 };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    const v = () => argv[++i];
-    if (a === '--records') o.records = Number(v());
-    else if (a === '--levels') o.levels = v().split(',').map(Number);
-    else if (a === '--duration') o.duration = Number(v());
-    else if (a === '--rounds') o.rounds = Number(v());
-    else if (a === '--warmup') o.warmup = Number(v());
-    else if (a === '--no-build') o.build = false;
-    else if (a === '--out') o.out = v();
-    else if (a === '-h' || a === '--help') {
-      console.log('usage: node bench/audit.js [--records 50000] [--levels 1,50] [--duration 8] [--rounds 4] [--warmup 1] [--no-build] [--out FILE]');
-      process.exit(0);
-    } else throw new Error(`unknown argument ${a}`);
-  }
-  return o;
+  return parseOptions(argv, { records: 50_000, levels: [1, 50], duration: 8, rounds: 4, warmup: 1, build: true, out: null, pool: 64 },
+    'usage: node bench/audit.js [--records 50000] [--levels 1,50] [--duration 8] [--rounds 4] [--warmup 1] [--no-build] [--out FILE]');
 }
 
 const skip = (why, detail = '') => skipSection('Audit benchmark', why, detail);
@@ -213,9 +195,7 @@ async function startGateway(tools, { id, sink, upstreamPort, tmpRoot }) {
 export async function run(argv = []) {
   const opts = parseArgs(argv);
   const t0 = Date.now();
-  const tools = ensureTools();
-  const machine = machineInfo(tools);
-  log(machineLine(machine));
+  const { tools, machine } = sectionMachine();
   if (!hasRedis()) return skip('redis-server is not installed (Debian: apt-get install -y redis-server)');
   const unbuilt = buildProject(opts.build, ['audit/audit-log.js']);
   if (unbuilt) return skip(unbuilt.why, unbuilt.detail);
@@ -340,9 +320,4 @@ export function report(R) {
   return out.join('\n');
 }
 
-if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
-  run(process.argv.slice(2)).then(
-    (r) => { process.exitCode = r?.skipped ? SKIPPED : 0; },
-    (e) => { console.error(e); killAll(); process.exit(1); },
-  );
-}
+runIfMain(import.meta.url, run);

@@ -9,10 +9,9 @@
 // Needs nginx and wrk (installed with apt-get when running as root; otherwise it says how).
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import {
   BENCH_DIR, LIB, WRK_POST_LUA, NGINX_NOTES, ensureTools, machineInfo, machineLine, startJsonServer,
-  startNginx, mdTable, fmt, log, killAll,
+  startNginx, mdTable, fmt, log, parseOptions, runIfMain,
 } from './lib/common.js';
 import { checkHopByHop, checkAbort } from './lib/checks.js';
 import { measureLevel, otherLoad } from './lib/measure.js';
@@ -43,25 +42,11 @@ function selectEngines(ids) {
 }
 
 export function parseArgs(argv) {
-  const o = { engines: null, levels: [1, 50, 500], duration: 5, warmup: 1, pool: 64, post: true, checks: true, out: null, postRounds: 2, postConnections: 8, rounds: 5 };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    const v = () => argv[++i];
-    if (a === '--engines') o.engines = v().split(',');
-    else if (a === '--levels') o.levels = v().split(',').map(Number);
-    else if (a === '--duration') o.duration = Number(v());
-    else if (a === '--warmup') o.warmup = Number(v());
-    else if (a === '--rounds') o.rounds = Number(v());
-    else if (a === '--pool') o.pool = Number(v());
-    else if (a === '--no-post') o.post = false;
-    else if (a === '--no-checks') o.checks = false;
-    else if (a === '--out') o.out = v();
-    else if (a === '-h' || a === '--help') {
-      console.log('usage: node bench/engines.js [--engines ' + ENGINES.map((e) => e.id).join(',') +
-        '] [--levels 1,50,500] [--duration 5] [--rounds 5] [--warmup 1] [--pool 64] [--no-post] [--no-checks] [--out FILE]');
-      process.exit(0);
-    } else throw new Error(`unknown argument ${a}`);
-  }
+  const o = parseOptions(argv,
+    { engines: null, levels: [1, 50, 500], duration: 5, warmup: 1, pool: 64, post: true, checks: true, out: null, postRounds: 2, postConnections: 8, rounds: 5 },
+    'usage: node bench/engines.js [--engines ' + ENGINES.map((e) => e.id).join(',') +
+      '] [--levels 1,50,500] [--duration 5] [--rounds 5] [--warmup 1] [--pool 64] [--no-post] [--no-checks] [--out FILE]');
+  if (o.engines !== null) o.engines = o.engines.split(',');
   return o;
 }
 
@@ -205,6 +190,4 @@ export function report(R) {
   return out.join('\n');
 }
 
-if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
-  run(process.argv.slice(2)).catch((e) => { console.error(e); killAll(); process.exit(1); });
-}
+runIfMain(import.meta.url, run);

@@ -24,45 +24,22 @@ import { mkdirSync, mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import net from 'node:net';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import {
-  LIB, NGINX_NOTES, ensureTools, machineInfo, machineLine, startJsonServer, startNginx,
-  startRedis, hasRedis, startPortcullis, addUser, signIn, probe, openFds, setAffinity, rssMiB, cpuSeconds,
-  freePort, sleep, log, mdTable, fmt, killAll, runWrk,
-  skipSection, buildProject, writeResults, runLoadScript,
+  LIB, NGINX_NOTES, machineLine, startJsonServer, startNginx, startRedis, hasRedis, startPortcullis, addUser,
+  signIn, probe, openFds, setAffinity, rssMiB, cpuSeconds, freePort, sleep, log, mdTable, fmt, runWrk,
+  skipSection, buildProject, writeResults, runLoadScript, parseOptions, runIfMain, sectionMachine,
 } from './lib/common.js';
 import { measureLevel, median, otherLoad } from './lib/measure.js';
 import { checkHopByHop, checkAbort } from './lib/checks.js';
 
-export const SKIPPED = 3;
 const PASSWORD = 'bench-password-8d1f2c';
 
 function parseArgs(argv) {
-  const o = {
+  const o = parseOptions(argv, {
     levels: [1, 50, 500], duration: 5, rounds: 5, warmup: 1, build: true, out: null, pool: 64, sink: 'redis',
     halfSeconds: 5, halfRounds: 3, soakRounds: 4, soakSeconds: 5, cores: true,
-  };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    const v = () => argv[++i];
-    if (a === '--levels') o.levels = v().split(',').map(Number);
-    else if (a === '--duration') o.duration = Number(v());
-    else if (a === '--rounds') o.rounds = Number(v());
-    else if (a === '--warmup') o.warmup = Number(v());
-    else if (a === '--sink') o.sink = v();
-    else if (a === '--half-seconds') o.halfSeconds = Number(v());
-    else if (a === '--half-rounds') o.halfRounds = Number(v());
-    else if (a === '--soak-rounds') o.soakRounds = Number(v());
-    else if (a === '--soak-seconds') o.soakSeconds = Number(v());
-    else if (a === '--no-cores') o.cores = false;
-    else if (a === '--no-build') o.build = false;
-    else if (a === '--out') o.out = v();
-    else if (a === '-h' || a === '--help') {
-      console.log('usage: node bench/gateway.js [--levels 1,50,500] [--duration 5] [--rounds 5] [--warmup 1] [--sink redis|file] ' +
-        '[--half-seconds 5] [--half-rounds 3] [--soak-rounds 4] [--soak-seconds 5] [--no-cores] [--no-build] [--out FILE]');
-      process.exit(0);
-    } else throw new Error(`unknown argument ${a}`);
-  }
+  }, 'usage: node bench/gateway.js [--levels 1,50,500] [--duration 5] [--rounds 5] [--warmup 1] [--sink redis|file] ' +
+    '[--half-seconds 5] [--half-rounds 3] [--soak-rounds 4] [--soak-seconds 5] [--no-cores] [--no-build] [--out FILE]');
   if (!['redis', 'file'].includes(o.sink)) throw new Error('--sink is redis or file');
   return o;
 }
@@ -134,9 +111,7 @@ async function abortStorm(port, host, cookie, n) {
 export async function run(argv = []) {
   const opts = parseArgs(argv);
   const t0 = Date.now();
-  const tools = ensureTools();
-  const machine = machineInfo(tools);
-  log(machineLine(machine));
+  const { tools, machine } = sectionMachine();
   if (opts.sink === 'redis' && !hasRedis()) return skip('redis-server is not installed (Debian: apt-get install -y redis-server); or run with --sink file');
 
   const unbuilt = buildProject(opts.build, ['main.js']);
@@ -425,9 +400,4 @@ export function report(R) {
   return out.join('\n');
 }
 
-if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
-  run(process.argv.slice(2)).then(
-    (r) => { process.exitCode = r?.skipped ? SKIPPED : 0; },
-    (e) => { console.error(e); killAll(); process.exit(1); },
-  );
-}
+runIfMain(import.meta.url, run);

@@ -23,10 +23,9 @@ import { spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { ROOT, BENCH_DIR, startProc, stopProc, freePort, waitForPort, sleep, log, mdTable, fmt, cpuSeconds, rssMiB, killAll, skipSection } from './lib/common.js';
+import { ROOT, BENCH_DIR, startProc, stopProc, freePort, waitForPort, sleep, log, mdTable, fmt, cpuSeconds, rssMiB, skipSection, parseOptions, runIfMain } from './lib/common.js';
 import { median } from './lib/measure.js';
 
-export const SKIPPED = 3;
 const DB = 'portcullis_bench';
 const PG = { host: '127.0.0.1', port: 5432, user: 'postgres' };
 const MODES = {
@@ -36,23 +35,9 @@ const MODES = {
 };
 
 function parseArgs(argv) {
-  const o = { clients: 10, duration: 10, rounds: 2, scale: 5, modes: Object.keys(MODES), build: true, out: null, profile: null };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    const v = () => argv[++i];
-    if (a === '--clients') o.clients = Number(v());
-    else if (a === '--duration') o.duration = Number(v());
-    else if (a === '--rounds') o.rounds = Number(v());
-    else if (a === '--scale') o.scale = Number(v());
-    else if (a === '--modes') o.modes = v().split(',');
-    else if (a === '--no-build') o.build = false;
-    else if (a === '--out') o.out = v();
-    else if (a === '--profile') o.profile = path.resolve(v());
-    else if (a === '-h' || a === '--help') {
-      console.log('usage: node bench/postgres.js [--clients 10] [--duration 10] [--rounds 2] [--scale 5] [--modes select,select-prepared,tpcb] [--no-build] [--out FILE] [--profile DIR]');
-      process.exit(0);
-    } else throw new Error(`unknown argument ${a}`);
-  }
+  const o = parseOptions(argv, { clients: 10, duration: 10, rounds: 2, scale: 5, modes: Object.keys(MODES), build: true, out: null, profile: null },
+    'usage: node bench/postgres.js [--clients 10] [--duration 10] [--rounds 2] [--scale 5] [--modes select,select-prepared,tpcb] [--no-build] [--out FILE] [--profile DIR]');
+  if (o.profile !== null) o.profile = path.resolve(o.profile);
   for (const m of o.modes) if (!(m in MODES)) throw new Error(`unknown mode ${m}; known: ${Object.keys(MODES).join(', ')}`);
   return o;
 }
@@ -288,9 +273,4 @@ function markdown(report, targets) {
   return lines.join('\n');
 }
 
-if (process.argv[1] && path.resolve(process.argv[1]) === path.resolve(new URL(import.meta.url).pathname)) {
-  run(process.argv.slice(2)).then(
-    (r) => { process.exitCode = r?.skipped ? SKIPPED : 0; },
-    (e) => { console.error(e); killAll(); process.exit(1); },
-  );
-}
+runIfMain(import.meta.url, run);

@@ -35,10 +35,8 @@ import { spawn, spawnSync, execFileSync } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
-import { BENCH_DIR, ROOT, fmt, log, mdTable, sleep, skipSection } from './lib/common.js';
-
-export const SKIPPED = 3;
+import { pathToFileURL } from 'node:url';
+import { BENCH_DIR, ROOT, fmt, log, mdTable, sleep, skipSection, parseOptions, runIfMain } from './lib/common.js';
 
 const INSTANCE = 'gw-0';
 const SEAL_ORIGIN = 'bench.portcullis/audit';
@@ -47,30 +45,12 @@ const SEGMENT_BYTES = 64 * 1024 * 1024; // the file sink's default
 const T0 = Date.UTC(2026, 10, 26, 10);
 
 function parseArgs(argv) {
-  const o = { records: 1_000_000, every: 10_000, runs: 3, sealRecords: 100_000, sealRounds: 2, sealRate: 2500, sealPacedSeconds: 8, tamper: true, seal: true, build: true, keep: null, out: null };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    const v = () => argv[++i];
-    if (a === '--records') o.records = Number(v());
-    else if (a === '--every') o.every = Number(v());
-    else if (a === '--runs') o.runs = Number(v());
-    else if (a === '--seal-records') o.sealRecords = Number(v());
-    else if (a === '--seal-rounds') o.sealRounds = Number(v());
-    else if (a === '--seal-rate') o.sealRate = Number(v());
-    else if (a === '--seal-paced-seconds') o.sealPacedSeconds = Number(v());
-    else if (a === '--no-tamper') o.tamper = false;
-    else if (a === '--no-seal') o.seal = false;
-    else if (a === '--no-build') o.build = false;
-    else if (a === '--keep') o.keep = v();
-    else if (a === '--out') o.out = v();
-    else if (a === '-h' || a === '--help') {
-      console.log('usage: node bench/verify.js [--records 1000000] [--every 10000] [--runs 3] [--no-tamper]\n' +
-        '                        [--seal-records 100000] [--seal-rounds 2] [--seal-rate 2500] [--seal-paced-seconds 8]\n' +
-        '                        [--no-seal] [--no-build] [--keep DIR] [--out FILE]\n' +
-        '  --keep DIR   generate the log into DIR and keep it; a later run with the same DIR, --records and --every reuses it');
-      process.exit(0);
-    } else throw new Error(`unknown argument ${a}`);
-  }
+  const o = parseOptions(argv,
+    { records: 1_000_000, every: 10_000, runs: 3, sealRecords: 100_000, sealRounds: 2, sealRate: 2500, sealPacedSeconds: 8, tamper: true, seal: true, build: true, keep: null, out: null },
+    'usage: node bench/verify.js [--records 1000000] [--every 10000] [--runs 3] [--no-tamper]\n' +
+      '                        [--seal-records 100000] [--seal-rounds 2] [--seal-rate 2500] [--seal-paced-seconds 8]\n' +
+      '                        [--no-seal] [--no-build] [--keep DIR] [--out FILE]\n' +
+      '  --keep DIR   generate the log into DIR and keep it; a later run with the same DIR, --records and --every reuses it');
   if (!(o.records > 0 && o.every > 0 && o.runs > 0)) throw new Error('--records, --every and --runs must be positive');
   return o;
 }
@@ -486,9 +466,4 @@ export async function run(argv = []) {
   }
 }
 
-if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
-  run(process.argv.slice(2)).then(
-    (r) => { if (r?.skipped) process.exitCode = SKIPPED; },
-    (e) => { console.error(e); process.exit(1); },
-  );
-}
+runIfMain(import.meta.url, run);

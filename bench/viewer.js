@@ -37,33 +37,14 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'n
 import http from 'node:http';
 import { cpus, tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import WebSocket from 'ws';
-import { LIB, ROOT, cpuSeconds, fmt, freePort, killAll, log, mdTable, rssMiB, sleep, startJsonServer, startProc, stopProc, skipSection, buildProject, writeResults } from './lib/common.js';
+import { LIB, ROOT, cpuSeconds, fmt, freePort, log, mdTable, rssMiB, sleep, startJsonServer, startProc, stopProc, skipSection, buildProject, writeResults, parseOptions, runIfMain } from './lib/common.js';
 
-export const SKIPPED = 3;
 const PASSWORD = 'bench viewer password 1';
 
 function parseArgs(argv) {
-  const o = { rate: 1000, seconds: 6, rounds: 8, connections: 20, warmup: 3, slowSeconds: 30, pause: 16, build: true, out: null };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    const v = () => argv[++i];
-    if (a === '--rate') o.rate = Number(v());
-    else if (a === '--seconds') o.seconds = Number(v());
-    else if (a === '--rounds') o.rounds = Number(v());
-    else if (a === '--connections') o.connections = Number(v());
-    else if (a === '--warmup') o.warmup = Number(v());
-    else if (a === '--slow-seconds') o.slowSeconds = Number(v());
-    else if (a === '--pause') o.pause = Number(v());
-    else if (a === '--no-build') o.build = false;
-    else if (a === '--out') o.out = v();
-    else if (a === '-h' || a === '--help') {
-      console.log('usage: node bench/viewer.js [--rate 1000] [--seconds 6] [--rounds 8] [--connections 20] [--warmup 3] [--slow-seconds 30] [--pause 16] [--no-build] [--out FILE]');
-      process.exit(0);
-    } else throw new Error(`unknown argument ${a}`);
-  }
-  return o;
+  return parseOptions(argv, { rate: 1000, seconds: 6, rounds: 8, connections: 20, warmup: 3, slowSeconds: 30, pause: 16, build: true, out: null },
+    'usage: node bench/viewer.js [--rate 1000] [--seconds 6] [--rounds 8] [--connections 20] [--warmup 3] [--slow-seconds 30] [--pause 16] [--no-build] [--out FILE]');
 }
 
 const skip = (why, detail = '') => skipSection('Audit viewer benchmark', why, detail);
@@ -380,9 +361,4 @@ export function report(R) {
   return out.join('\n');
 }
 
-if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
-  run(process.argv.slice(2)).then(
-    (r) => { process.exitCode = r?.skipped ? SKIPPED : 0; },
-    (e) => { console.error(e); killAll(); process.exit(1); },
-  );
-}
+runIfMain(import.meta.url, run);

@@ -18,34 +18,18 @@ import { mkdirSync, mkdtempSync, writeFileSync, rmSync, readFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
 import {
-  LIB, ensureTools, machineInfo, machineLine, startJsonServer, startNginx, startRedis, hasRedis,
-  startPortcullis, addUser, signIn, openFds, rssMiB, cpuSeconds, freePort, sleep, log, mdTable, fmt, killAll,
-  skipSection, buildProject, writeResults, runLoadScript,
+  LIB, machineLine, startJsonServer, startNginx, startRedis, hasRedis, startPortcullis, addUser, signIn,
+  openFds, rssMiB, cpuSeconds, freePort, sleep, log, mdTable, fmt, skipSection, buildProject, writeResults,
+  runLoadScript, parseOptions, runIfMain, sectionMachine,
 } from './lib/common.js';
 import { median } from './lib/measure.js';
 
-export const SKIPPED = 3;
 const PASSWORD = 'bench-password-8d1f2c';
 
 function parseArgs(argv) {
-  const o = { connections: 50, seconds: 4, rounds: 3, idle: 10_000, build: true, out: null };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    const v = () => argv[++i];
-    if (a === '--connections') o.connections = Number(v());
-    else if (a === '--seconds') o.seconds = Number(v());
-    else if (a === '--rounds') o.rounds = Number(v());
-    else if (a === '--idle') o.idle = Number(v());
-    else if (a === '--no-build') o.build = false;
-    else if (a === '--out') o.out = v();
-    else if (a === '-h' || a === '--help') {
-      console.log('usage: node bench/websocket.js [--connections 50] [--seconds 4] [--rounds 3] [--idle 10000] [--no-build] [--out FILE]');
-      process.exit(0);
-    } else throw new Error(`unknown argument ${a}`);
-  }
-  return o;
+  return parseOptions(argv, { connections: 50, seconds: 4, rounds: 3, idle: 10_000, build: true, out: null },
+    'usage: node bench/websocket.js [--connections 50] [--seconds 4] [--rounds 3] [--idle 10000] [--no-build] [--out FILE]');
 }
 
 const skip = (why, detail = '') => skipSection('WebSocket benchmark', why, detail);
@@ -111,9 +95,7 @@ async function idleMemory(tools, label, pid, url, n, headers) {
 export async function run(argv = []) {
   const opts = parseArgs(argv);
   const t0 = Date.now();
-  const tools = ensureTools();
-  const machine = machineInfo(tools);
-  log(machineLine(machine));
+  const { tools, machine } = sectionMachine();
   if (!hasRedis()) return skip('redis-server is not installed (Debian: apt-get install -y redis-server)');
   const unbuilt = buildProject(opts.build, ['main.js']);
   if (unbuilt) return skip(unbuilt.why, unbuilt.detail);
@@ -251,9 +233,4 @@ export function report(R) {
   return out.join('\n');
 }
 
-if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
-  run(process.argv.slice(2)).then(
-    (r) => { process.exitCode = r?.skipped ? SKIPPED : 0; },
-    (e) => { console.error(e); killAll(); process.exit(1); },
-  );
-}
+runIfMain(import.meta.url, run);

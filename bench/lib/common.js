@@ -238,6 +238,68 @@ http {
 
 // ---- section plumbing ----------------------------------------------------------------------
 /**
+ * A section's command-line options, from its defaults: `--kebab-case` of each key takes a number, a
+ * comma-separated list (when the default is an array) or a string; a key whose default is `true` is
+ * turned off by `--no-<key>`. `-h`/`--help` prints `usage` and exits. Throws on anything else.
+ */
+export function parseOptions(argv, defaults, usage) {
+  const o = { ...defaults };
+  const flags = new Map();
+  for (const [key, d] of Object.entries(defaults)) {
+    const name = key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+    flags.set(d === true ? `--no-${name}` : `--${name}`, key);
+  }
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === '-h' || a === '--help') {
+      console.log(usage);
+      process.exit(0);
+    }
+    const key = flags.get(a);
+    if (key === undefined) throw new Error(`unknown argument ${a}\n${usage}`);
+    const d = defaults[key];
+    if (d === true) {
+      o[key] = false;
+      continue;
+    }
+    const v = argv[++i];
+    if (v === undefined) throw new Error(`${a} needs a value\n${usage}`);
+    const number = (x) => {
+      const n = Number(x);
+      if (x === '' || !Number.isFinite(n)) throw new Error(`${a} takes a number, not ${JSON.stringify(x)}`);
+      return n;
+    };
+    if (typeof d === 'number') o[key] = number(v);
+    else if (Array.isArray(d)) o[key] = v.split(',').map((x) => (typeof d[0] === 'number' ? number(x) : x));
+    else o[key] = v;
+  }
+  return o;
+}
+
+/** The exit status of a section that was skipped (it says why): `bench/run.js` carries on. */
+export const SKIPPED = 3;
+
+/**
+ * Runs a section's `run(argv)` when its file is the script node was started with: exit status
+ * {@link SKIPPED} when it was skipped, 1 (after stopping its servers) on an error.
+ */
+export function runIfMain(moduleUrl, run) {
+  if (!process.argv[1] || path.resolve(process.argv[1]) !== fileURLToPath(moduleUrl)) return;
+  run(process.argv.slice(2)).then(
+    (r) => { if (r?.skipped) process.exitCode = SKIPPED; },
+    (e) => { console.error(e); killAll(); process.exit(1); },
+  );
+}
+
+/** Checks for nginx and wrk (installing them as root), then logs and returns the machine's description. */
+export function sectionMachine() {
+  const tools = ensureTools();
+  const machine = machineInfo(tools);
+  log(machineLine(machine));
+  return { tools, machine };
+}
+
+/**
  * Reports a section that could not run (build failed, a service is missing …): prints the reason
  * (and the tail of `detail`) and returns `{skipped: true, why}` for bench/run.js (exit 3).
  */
@@ -250,12 +312,10 @@ export function skipSection(title, why, detail = '') {
 }
 
 /**
- * Runs `node SCRIPT ARGS…` on core 1 (the load generator's core) and resolves the JSON of its
- * `BENCHJSON {…}` line (bench/lib/paced.js, ws-load.js echo).
+ * Runs a load generator to its end and resolves {json, out}: the JSON of its `BENCHJSON {…}` line and
+ * its whole stdout; rejects, with what it printed, when there is no such line.
  */
-export function runLoadScript(tools, script, args) {
-  const full = [script, ...args];
-  const [cmd, argv] = tools.taskset ? ['taskset', ['-c', '1', process.execPath, ...full]] : [process.execPath, full];
+function runBenchJson(cmd, argv, what) {
   return new Promise((resolve, reject) => {
     const p = spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
     children.add(p);
@@ -266,10 +326,20 @@ export function runLoadScript(tools, script, args) {
     p.on('exit', (code) => {
       children.delete(p);
       const line = out.split('\n').find((l) => l.startsWith('BENCHJSON '));
-      if (!line) return reject(new Error(`${path.basename(script)} failed (${code}): ${err || out}`));
-      resolve(JSON.parse(line.slice('BENCHJSON '.length)));
+      if (!line) return reject(new Error(`${what} failed (${code}): ${err || out}`));
+      resolve({ json: JSON.parse(line.slice('BENCHJSON '.length)), out });
     });
   });
+}
+
+/**
+ * Runs `node SCRIPT ARGS…` on core 1 (the load generator's core) and resolves the JSON of its
+ * `BENCHJSON {…}` line (bench/lib/paced.js, ws-load.js echo).
+ */
+export async function runLoadScript(tools, script, args) {
+  const full = [script, ...args];
+  const [cmd, argv] = tools.taskset ? ['taskset', ['-c', '1', process.execPath, ...full]] : [process.execPath, full];
+  return (await runBenchJson(cmd, argv, path.basename(script))).json;
 }
 
 /**
@@ -439,44 +509,31 @@ export const WRK_POST_LUA = path.join(LIB, 'wrk-post.lua');
  * Runs wrk (pinned to core 1 when possible, 1 thread) and returns
  * {rps, p50, p99 (ms), requests, errors, non2xx, bad, raw}.
  */
-export function runWrk(tools, url, { connections, seconds, script = WRK_GET_LUA, headers = [], timeout = '10s' }) {
+export async function runWrk(tools, url, { connections, seconds, script = WRK_GET_LUA, headers = [], timeout = '10s' }) {
   const args = ['-t1', `-c${connections}`, `-d${seconds}s`, '--latency', '--timeout', timeout, '-s', script];
   for (const h of headers) args.push('-H', h);
   args.push(url);
   const wrkCmd = (tools.taskset ? ['taskset', '-c', '1', tools.wrk, ...args] : [tools.wrk, ...args]);
   // Run through sh so that, after wrk exits, the shell's cutime/cstime (/proc/$$/stat) give wrk's CPU.
   const shScript = '"$@"; rc=$?; echo "CHILDSTAT $(cat /proc/$$/stat)"; exit $rc';
-  return new Promise((resolve, reject) => {
-    const p = spawn('sh', ['-c', shScript, 'sh', ...wrkCmd], { stdio: ['ignore', 'pipe', 'pipe'] });
-    children.add(p);
-    let out = '';
-    let err = '';
-    p.stdout.on('data', (d) => { out += d; });
-    p.stderr.on('data', (d) => { err += d; });
-    p.on('exit', (code) => {
-      children.delete(p);
-      const line = out.split('\n').find((l) => l.startsWith('BENCHJSON '));
-      if (!line) return reject(new Error(`wrk failed (${code}): ${err || out}`));
-      const j = JSON.parse(line.slice('BENCHJSON '.length));
-      let wrkCpu;
-      const st = out.split('\n').find((l) => l.startsWith('CHILDSTAT '));
-      if (st) {
-        const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
-        wrkCpu = (Number(f[13]) + Number(f[14])) / CLK_TCK; // cutime, cstime (fields 16, 17)
-      }
-      resolve({
-        rps: j.requests / (j.duration_us / 1e6),
-        p50: j.p50 / 1000,
-        p99: j.p99 / 1000,
-        requests: j.requests,
-        errors: j.connect + j.read + j.write + j.timeout,
-        non2xx: j.status,
-        bad: j.bad ?? 0,
-        wrkCpu,
-        raw: out,
-      });
-    });
-  });
+  const { json: j, out } = await runBenchJson('sh', ['-c', shScript, 'sh', ...wrkCmd], 'wrk');
+  let wrkCpu;
+  const st = out.split('\n').find((l) => l.startsWith('CHILDSTAT '));
+  if (st) {
+    const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
+    wrkCpu = (Number(f[13]) + Number(f[14])) / CLK_TCK; // cutime, cstime (fields 16, 17)
+  }
+  return {
+    rps: j.requests / (j.duration_us / 1e6),
+    p50: j.p50 / 1000,
+    p99: j.p99 / 1000,
+    requests: j.requests,
+    errors: j.connect + j.read + j.write + j.timeout,
+    non2xx: j.status,
+    bad: j.bad ?? 0,
+    wrkCpu,
+    raw: out,
+  };
 }
 
 // ---- tables --------------------------------------------------------------------------------

@@ -69,13 +69,7 @@ describe('the gateway on a Redis Sentinel group', () => {
     expect(await group.cli(before, 'REPLICAOF', '127.0.0.1', String(await group.master()))).toBe('OK');
     expect(await group.cli(before, 'CLIENT', 'UNPAUSE')).toBe('OK');
     await group.waitHealthy();
-    await eventually(async () => {
-      // Each attempt is a request of its own, with a record of its own.
-      const path = `/probe-planned/${answered.size}`;
-      const status = (await request(session, path)).status;
-      answered.set(path, status);
-      return status === 200;
-    }, 30_000, 100);
+    await ha.probeUntilServed(session, 'probe-planned', answered);
     stop = true;
     const statuses = await running;
     for (const [path, status] of statuses) answered.set(path, status);
@@ -99,13 +93,7 @@ describe('the gateway on a Redis Sentinel group', () => {
     await group.kill(victim);
     await eventually(async () => (await group.master()) !== victim, 30_000, 100);
     await group.waitHealthy();
-    await eventually(async () => {
-      // Each attempt is a request of its own, with a record of its own.
-      const path = `/probe-crash/${answered.size}`;
-      const status = (await request(session, path)).status;
-      answered.set(path, status);
-      return status === 200;
-    }, 30_000, 100);
+    await ha.probeUntilServed(session, 'probe-crash', answered);
     stop = true;
     const statuses = await running;
     for (const [path, status] of statuses) answered.set(path, status);

@@ -16,7 +16,7 @@ import { addUser } from '../../src/identity/local-users.js';
 import { hiddenField, type Browser } from './cookie-jar.js';
 import { startGateway, type TestGateway } from './gateway.js';
 import { send, type ClientResponse } from './http-client.js';
-import { runCli } from './process.js';
+import { eventually, runCli } from './process.js';
 import { startRecordingUpstream, type RecordingUpstream } from './recording-upstream.js';
 
 export const HA_HOST = 'app.localhost';
@@ -38,6 +38,11 @@ export interface HaGateway {
   request(session: string, path: string): Promise<ClientResponse>;
   /** Sequential requests with the session until `stop()` (or {@link HaGateway.halt}); statuses by path (0: transport error). */
   load(session: string, tag: string, stop: () => boolean): Promise<Map<string, number>>;
+  /**
+   * After a failover: requests (`/<tag>/<n>`, each a request of its own with a record of its own,
+   * noted in `answered`) until one is served, for up to 30 s; the error names the last answer.
+   */
+  probeUntilServed(session: string, tag: string, answered: Map<string, number>): Promise<void>;
   /** Every record of the gateway's log, read straight from the sink. */
   readRecords(): Promise<AuditRecord[]>;
   /**
@@ -118,6 +123,15 @@ export async function startHaGateway(name: string, instance: string, connection:
         await new Promise((r) => setTimeout(r, 5));
       }
       return statuses;
+    },
+    async probeUntilServed(session, tag, answered) {
+      await eventually(async () => {
+        const path = `/${tag}/${answered.size}`;
+        const res = await request(session, path);
+        answered.set(path, res.status);
+        if (res.status !== 200) throw new Error(`${path} answered ${res.status}: ${res.text().slice(0, 300)}`);
+        return true;
+      }, 30_000, 100);
     },
     readRecords,
     async expectWholeLog(answered) {

@@ -39,13 +39,6 @@ afterAll(async () => {
   await cluster.stop();
 });
 
-const HOST = HA_HOST;
-const SESSION = HA_SESSION;
-const PASSWORDS = HA_PASSWORDS;
-const signIn = (b: Browser, user: keyof typeof PASSWORDS, password: string) => ha.signIn(b, user, password);
-const request = (session: string, path: string) => ha.request(session, path);
-const load = (session: string, tag: string, stop: () => boolean) => ha.load(session, tag, stop);
-
 storeContract('redis cluster', () => {
   const store = createRedisStore({ connection: { cluster: { nodes: cluster.seeds, tls: false } }, keyPrefix: `pc-ha-contract:${randomBytes(4).toString('hex')}:` });
   return Promise.resolve({ store, cleanup: () => store.close() });
@@ -67,12 +60,12 @@ describe('the gateway on a Redis Cluster', () => {
 
   it('signs in and counts failed sign-ins in the cluster', async () => {
     const b = new Browser();
-    expect((await signIn(b, 'alice', PASSWORDS.alice)).status).toBe(303);
-    session = b.jar.get(HOST, SESSION) ?? '';
+    expect((await ha.signIn(b, 'alice', HA_PASSWORDS.alice)).status).toBe(303);
+    session = b.jar.get(HA_HOST, HA_SESSION) ?? '';
     expect(session).not.toBe('');
-    for (let i = 0; i < 3; i++) expect((await signIn(new Browser(), 'carol', 'wrong password')).status).toBe(401);
+    for (let i = 0; i < 3; i++) expect((await ha.signIn(new Browser(), 'carol', 'wrong password')).status).toBe(401);
     for (let i = 0; i < 5; i++) {
-      const res = await request(session, `/before/${i}`);
+      const res = await ha.request(session, `/before/${i}`);
       expect(res.status).toBe(200);
       answered.set(`/before/${i}`, 200);
     }
@@ -81,7 +74,7 @@ describe('the gateway on a Redis Cluster', () => {
   it('keeps the session, the rate-limit count and the audit log through a planned failover of every master', async () => {
     const before = await cluster.masters();
     let stop = false;
-    const running = load(session, 'planned', () => stop);
+    const running = ha.load(session, 'planned', () => stop);
     for (const master of before) {
       const [replica] = await cluster.replicasOf(master);
       expect(replica).toBeDefined();
@@ -98,10 +91,10 @@ describe('the gateway on a Redis Cluster', () => {
     expect([...new Set(statuses.values())]).toEqual([200]);
 
     // The session is still valid, and the three failures before are still counted: two more lock carol out.
-    expect((await request(session, '/after-planned')).status).toBe(200);
+    expect((await ha.request(session, '/after-planned')).status).toBe(200);
     answered.set('/after-planned', 200);
-    for (let i = 0; i < 2; i++) expect((await signIn(new Browser(), 'carol', 'wrong password')).status).toBe(401);
-    expect((await signIn(new Browser(), 'carol', PASSWORDS.carol)).status).toBe(429);
+    for (let i = 0; i < 2; i++) expect((await ha.signIn(new Browser(), 'carol', 'wrong password')).status).toBe(401);
+    expect((await ha.signIn(new Browser(), 'carol', HA_PASSWORDS.carol)).status).toBe(429);
   }, 90_000);
 
   it('spools while the audit master is killed, ships to the promoted replica, and verifies intact', async () => {
@@ -113,7 +106,7 @@ describe('the gateway on a Redis Cluster', () => {
     await replicated(victim, replica ?? 0);
 
     let stop = false;
-    const running = load(session, 'crash', () => stop);
+    const running = ha.load(session, 'crash', () => stop);
     await new Promise((r) => setTimeout(r, 200));
     await cluster.kill(victim);
     await eventually(async () => (await cluster.masters()).includes(replica ?? 0), 30_000, 100);
@@ -126,7 +119,7 @@ describe('the gateway on a Redis Cluster', () => {
     // Fail closed or served, never anything else; most are served (the store's slots may be elsewhere).
     expect([...statuses].filter(([, s]) => s !== 200 && s !== 503)).toEqual([]);
     expect([...statuses.values()].filter((s) => s === 200).length).toBeGreaterThan(5);
-    expect((await request(session, '/after-crash')).status).toBe(200);
+    expect((await ha.request(session, '/after-crash')).status).toBe(200);
     answered.set('/after-crash', 200);
     await eventually(async () => ha.gw.app.audit.flush(2_000), 20_000, 200);
 

@@ -30,25 +30,18 @@ afterAll(async () => {
   await group.stop();
 });
 
-const HOST = HA_HOST;
-const SESSION = HA_SESSION;
-const PASSWORDS = HA_PASSWORDS;
-const signIn = (b: Browser, user: keyof typeof PASSWORDS, password: string) => ha.signIn(b, user, password);
-const request = (session: string, path: string) => ha.request(session, path);
-const load = (session: string, tag: string, stop: () => boolean) => ha.load(session, tag, stop);
-
 describe('the gateway on a Redis Sentinel group', () => {
   let session = '';
   const answered = new Map<string, number>();
 
   it('signs in and counts failed sign-ins through the sentinels', async () => {
     const b = new Browser();
-    expect((await signIn(b, 'alice', PASSWORDS.alice)).status).toBe(303);
-    session = b.jar.get(HOST, SESSION) ?? '';
+    expect((await ha.signIn(b, 'alice', HA_PASSWORDS.alice)).status).toBe(303);
+    session = b.jar.get(HA_HOST, HA_SESSION) ?? '';
     expect(session).not.toBe('');
-    for (let i = 0; i < 3; i++) expect((await signIn(new Browser(), 'carol', 'wrong password')).status).toBe(401);
+    for (let i = 0; i < 3; i++) expect((await ha.signIn(new Browser(), 'carol', 'wrong password')).status).toBe(401);
     for (let i = 0; i < 5; i++) {
-      expect((await request(session, `/before/${i}`)).status).toBe(200);
+      expect((await ha.request(session, `/before/${i}`)).status).toBe(200);
       answered.set(`/before/${i}`, 200);
     }
   });
@@ -56,7 +49,7 @@ describe('the gateway on a Redis Sentinel group', () => {
   it('keeps the session and the rate-limit count through a planned switchover under load', async () => {
     const before = await group.master();
     let stop = false;
-    const running = load(session, 'planned', () => stop);
+    const running = ha.load(session, 'planned', () => stop);
     await new Promise((r) => setTimeout(r, 200));
     // The safe switchover: stop writes on the old master, let the replicas catch up, then switch.
     expect(await group.cli(before, 'CLIENT', 'PAUSE', '5000', 'WRITE')).toBe('OK');
@@ -76,10 +69,10 @@ describe('the gateway on a Redis Sentinel group', () => {
     expect([...statuses].filter(([, s]) => s !== 200 && s !== 503)).toEqual([]);
     expect([...statuses.values()].filter((s) => s === 200).length).toBeGreaterThan(3);
 
-    expect((await request(session, '/after-planned')).status).toBe(200);
+    expect((await ha.request(session, '/after-planned')).status).toBe(200);
     answered.set('/after-planned', 200);
-    for (let i = 0; i < 2; i++) expect((await signIn(new Browser(), 'carol', 'wrong password')).status).toBe(401);
-    expect((await signIn(new Browser(), 'carol', PASSWORDS.carol)).status).toBe(429);
+    for (let i = 0; i < 2; i++) expect((await ha.signIn(new Browser(), 'carol', 'wrong password')).status).toBe(401);
+    expect((await ha.signIn(new Browser(), 'carol', HA_PASSWORDS.carol)).status).toBe(429);
   }, 90_000);
 
   it('follows the promotion when the master is killed, loses no record, and verifies intact', async () => {
@@ -88,7 +81,7 @@ describe('the gateway on a Redis Sentinel group', () => {
     // Async replication: only what reached a replica survives a crash (README: "What a failover can lose").
     await group.waitReplicated();
     let stop = false;
-    const running = load(session, 'crash', () => stop);
+    const running = ha.load(session, 'crash', () => stop);
     await new Promise((r) => setTimeout(r, 200));
     await group.kill(victim);
     await eventually(async () => (await group.master()) !== victim, 30_000, 100);
